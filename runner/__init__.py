@@ -1,0 +1,1 @@
+"""The runner: GGUF loading, tokenizer, chat templates, model graphs, caches, the MTP draft loop, CLI."""

@@ -1,0 +1,92 @@
+"""An inference context: one sequence's caches on a backend, and the trunk / MTP steps over them.
+
+Rollback is a commit: after a verify batch, the recurrent states take the snapshot stored after the
+last accepted token (selected, never recomputed); KV caches need nothing, since positions past the
+sequence are overwritten by the next write and never read before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from mtprun.runner.graph import Backend, Graph
+from mtprun.runner.loader import LoadedModel
+
+
+class StepTimer:
+    """Wall time accumulated per phase (prefill, draft, verify, rollback)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"prefill": 0.0, "draft": 0.0, "verify": 0.0, "rollback": 0.0}
+
+    def add(self, phase: str, t0: float) -> None:
+        self.seconds[phase] += time.perf_counter() - t0
+
+
+class Context:
+    def __init__(self, model: LoadedModel, backend: Backend, n_ctx: int, max_batch_snapshots: int = 8) -> None:
+        self.model = model
+        self.backend = backend
+        self.n_ctx = n_ctx
+        graphs = model.graphs
+        self._trunk_specs = graphs.trunk_states(n_ctx, max_batch_snapshots)
+        self._mtp_specs = graphs.mtp_states(n_ctx) if model.has_mtp else []
+        self.recurrent_names = [s.name for s in self._trunk_specs if s.kind == "recurrent"]
+        self.max_snapshots = max_batch_snapshots
+        backend.load_weights(model.weights)
+        backend.alloc_states(self._trunk_specs + self._mtp_specs)
+        self._graphs: dict[tuple[str, int, tuple[int, ...]], Graph] = {}
+        self.timer = StepTimer()
+
+    def reset(self) -> None:
+        """A fresh context: every cache zeroed."""
+        self.backend.reset_states([s.name for s in self._trunk_specs + self._mtp_specs])
+
+    def _graph(self, kind: str, n: int, rows: Sequence[int]) -> Graph:
+        key = (kind, n, tuple(rows))
+        g = self._graphs.get(key)
+        if g is None:
+            build = self.model.graphs.trunk if kind == "trunk" else self.model.graphs.mtp
+            g = self._graphs[key] = build(n, rows)
+        return g
+
+    def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Run the trunk on tokens at positions start.. ; returns (logits of logit_rows, h_nextn [n, d]).
+        Recurrent states are left uncommitted: call `commit` with how many tokens to keep."""
+        n = len(tokens)
+        out = self.backend.run(
+            self._graph("trunk", n, logit_rows),
+            {"tokens": np.asarray(tokens, np.int32), "pos": np.arange(start, start + n, dtype=np.int32)},
+        )
+        return out.get("logits"), out["h_nextn"]
+
+    def commit(self, n_keep: int) -> None:
+        self.backend.commit(self.recurrent_names, n_keep)
+
+    def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Run the MTP head on (token, previous hidden) pairs at positions start.. ."""
+        n = len(tokens)
+        out = self.backend.run(
+            self._graph("mtp", n, logit_rows),
+            {
+                "tokens": np.asarray(tokens, np.int32),
+                "pos": np.arange(start, start + n, dtype=np.int32),
+                "h": np.asarray(h, np.float32).reshape(n, -1),
+            },
+        )
+        return out.get("logits"), out["h_nextn"]
+
+    def prefill(self, tokens: Sequence[int], start: int, n_batch: int, logits_last: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """Trunk over a long prompt in batches of n_batch, committing each; returns the last batch's
+        logits (last row, if asked) and the h_nextn of every token."""
+        hs, logits = [], None
+        for b in range(0, len(tokens), n_batch):
+            chunk = tokens[b : b + n_batch]
+            last = logits_last and b + n_batch >= len(tokens)
+            logits, h = self.trunk(chunk, start + b, [len(chunk) - 1] if last else [])
+            self.commit(len(chunk))
+            hs.append(h)
+        return logits, np.concatenate(hs, axis=0)

@@ -1,0 +1,119 @@
+"""The decode loop, with MTP drafting (llama.cpp's draft-mtp semantics) or without.
+
+Step structure (as `llama-speculative-simple`): the prompt minus its last token is prefilled; each
+step then drafts up to n tokens by chaining the MTP head from (last token, trunk state before it),
+verifies [last token, drafts...] in one trunk batch, keeps the longest prefix of drafts that equal
+the target's own choices, emits the target's next token, and rolls the caches back to it.
+
+The MTP head's KV cache must hold, for every position p, the pair (token p, trunk state at p-1).
+Chained drafts write MTP-made states at their positions; those entries are rewritten from the
+trunk's states for the positions that were accepted, batched into the next step's first MTP call
+(one MTP batch per step instead of llama.cpp's extra full-batch pass).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from mtprun.runner.context import Context, StepTimer
+from mtprun.runner.sampling import SamplingParams, draft_probability, sample_token
+from mtprun.runner.stats import GenerationStats, StepRecord
+
+# Chooses the draft depth before each step; fixed depths use a constant.
+DepthPolicy = Callable[[GenerationStats], int]
+
+
+def decode(
+    ctx: Context,
+    prompt: Sequence[int],
+    n_predict: int,
+    sampling: SamplingParams,
+    draft_depth: int | DepthPolicy,
+    eog_ids: frozenset[int],
+    stats: GenerationStats,
+    n_batch: int = 512,
+) -> Iterator[int]:
+    """Yield generated token ids as they are accepted (an end-of-generation token is yielded, then stops)."""
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if n_predict <= 0:
+        return
+    policy: DepthPolicy = draft_depth if callable(draft_depth) else (lambda _s, d=int(draft_depth): d)
+    use_mtp = ctx.model.has_mtp
+    d_model = ctx.model.hp.n_embd
+    stats.prompt_tokens = len(prompt)
+    timer = ctx.timer = StepTimer()
+    ctx.reset()
+
+    t0 = time.perf_counter()
+    pending_h = np.zeros(d_model, np.float32)  # trunk state before the position of `last`
+    mtp_rows: list[tuple[int, np.ndarray]] = []  # MTP KV rows still to write, at positions mtp_next..
+    mtp_next = 0
+    if len(prompt) > 1:
+        _, h = ctx.prefill(prompt[:-1], 0, n_batch, logits_last=False)
+        if use_mtp:
+            mtp_rows = list(zip(prompt[:-1], np.concatenate([pending_h[None], h[:-1]])))
+        pending_h = h[-1]
+    timer.add("prefill", t0)
+
+    last, n_past, produced = int(prompt[-1]), len(prompt) - 1, 0
+    max_snap = ctx.max_snapshots
+    while True:
+        cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
+        depth = max(0, min(policy(stats), cap)) if use_mtp else 0
+        drafts: list[int] = []
+        probs: list[float] = []
+        if depth > 0:
+            t0 = time.perf_counter()
+            rows = mtp_rows + [(last, pending_h)]
+            logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
+            mtp_rows, mtp_next = [], n_past + 1
+            while True:
+                tok = int(np.argmax(logits[-1]))
+                drafts.append(tok)
+                probs.append(draft_probability(logits[-1], tok))
+                if len(drafts) == depth:
+                    break
+                logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
+            timer.add("draft", t0)
+        elif use_mtp:
+            mtp_rows.append((last, pending_h))
+
+        t0 = time.perf_counter()
+        batch = [last] + drafts
+        if n_past + len(batch) > ctx.n_ctx:
+            return
+        logits, h = ctx.trunk(batch, n_past, list(range(len(batch))))
+        emitted: list[int] = []
+        for i in range(len(batch)):
+            tok = sample_token(logits[i], sampling, n_past + i + 1)
+            emitted.append(tok)
+            # stop at the first disagreement; a draft equal to an end-of-generation token is kept only
+            # as the last draft (as llama.cpp), since nothing after it is ever emitted
+            if i == len(drafts) or tok != drafts[i] or (tok in eog_ids and i + 1 < len(drafts)):
+                break
+        accepted = len(emitted) - 1
+        timer.add("verify", t0)
+
+        t0 = time.perf_counter()
+        ctx.commit(accepted + 1)
+        if use_mtp:
+            mtp_rows.extend(zip(drafts[:accepted], h[:accepted]))
+        pending_h = h[accepted]
+        timer.add("rollback", t0)
+
+        n_past += accepted + 1
+        last = emitted[-1]
+        stats.steps.append(StepRecord(drafts, probs, accepted, emitted))
+        for tok in emitted:
+            produced += 1
+            stats.generated = produced
+            stats.seconds = dict(timer.seconds)
+            yield tok
+            if tok in eog_ids:
+                return
+        if produced >= n_predict or n_past + 1 >= ctx.n_ctx:
+            return

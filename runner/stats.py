@@ -1,0 +1,75 @@
+"""Generation statistics: drafting and acceptance counts, and where the time went."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StepRecord:
+    """One decoding step: the drafts proposed, how many the target accepted, the tokens emitted."""
+
+    draft: list[int]
+    p: list[float]
+    accepted: int
+    emitted: list[int]
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated: int = 0
+    steps: list[StepRecord] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # prefill / draft / verify / rollback
+
+    @property
+    def drafted(self) -> int:
+        return sum(len(s.draft) for s in self.steps)
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens emitted per step that drafted (1 + accepted drafts), as vLLM reports it."""
+        drafting = [s for s in self.steps if s.draft]
+        return sum(1 + s.accepted for s in drafting) / len(drafting) if drafting else 0.0
+
+    @property
+    def accepted_per_position(self) -> list[float]:
+        """For draft position i: the fraction of drafts made at i that were accepted."""
+        depth = max((len(s.draft) for s in self.steps), default=0)
+        rates = []
+        for i in range(depth):
+            made = sum(1 for s in self.steps if len(s.draft) > i)
+            kept = sum(1 for s in self.steps if len(s.draft) > i and s.accepted > i)
+            rates.append(kept / made if made else 0.0)
+        return rates
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        t = self.seconds.get("prefill", 0.0)
+        return self.prompt_tokens / t if t > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        t = sum(v for k, v in self.seconds.items() if k != "prefill")
+        return self.generated / t if t > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "mean_accepted_length": self.mean_accepted_length,
+            "accepted_per_position": self.accepted_per_position,
+            "steps": len(self.steps),
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "seconds": dict(self.seconds),
+        }

@@ -1,0 +1,35 @@
+"""Where the shared llama.cpp fixtures live, and small readers for them."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+MODELS = ("tinycoder", "tiny-qwen35", "tiny-qwen35moe")
+SHIPPED_TYPES = {"tinycoder": ("q8_0", "q4_k_m"), "tiny-qwen35": ("q8_0", "q4_k_m", "q6_k"), "tiny-qwen35moe": ("q8_0", "q4_k_m")}
+EXACT_TOLERANCE = 1e-4  # max |ours - ref| / max |ref| per logits row
+
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixtures is not present")
+
+
+def model_file(model: str, qtype: str) -> Path:
+    return FIXTURES / model / f"llamacpp-{qtype}.gguf"
+
+
+@lru_cache(maxsize=None)
+def ref_json(model: str, name: str) -> dict:
+    return json.loads((FIXTURES / model / "ref" / name).read_text())
+
+
+def prompts(model: str) -> dict[str, list[int]]:
+    return {name: p["ids"] for name, p in ref_json(model, "tokens.json")["prompts"].items()}
+
+
+def row_relative_error(ours, ref) -> float:
+    import numpy as np
+
+    return float((np.abs(ours - ref).max(axis=1) / np.abs(ref).max(axis=1)).max())

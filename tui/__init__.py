@@ -1,0 +1,1 @@
+"""Terminal chat UI (Textual), built on the runner's public API."""
