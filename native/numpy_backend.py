@@ -16,6 +16,7 @@ from gguf.quants import dequantize
 from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
 
 F32 = np.float32
+DELTA_NET_CHUNK = 64  # tokens per chunk of the chunked (prefill) form of the gated delta rule
 
 
 class _Recurrent:
@@ -213,10 +214,16 @@ class NumpyBackend:
         heads = np.arange(n_v) % q.shape[1]  # value head h reads key head h % Hk (tiled order)
         q = q[:, heads] * F32(1.0 / np.sqrt(dim))
         k = k[:, heads]
-        decay = np.exp(g.astype(np.float64)).astype(F32)
-        s = rec.state  # [Hv, S_k, S_v]
         out = np.empty_like(v)
-        for t in range(n):
+        # Long prefills take the chunked form up to the tokens whose states may be kept as
+        # snapshots; those, and every decode or verify batch, take the token-by-token form.
+        n_chunked = max(0, n - rec.max_snapshots) // DELTA_NET_CHUNK * DELTA_NET_CHUNK
+        s = rec.state
+        for c in range(0, n_chunked, DELTA_NET_CHUNK):
+            part = slice(c, c + DELTA_NET_CHUNK)
+            out[part], s = _delta_net_chunk(q[part], k[part], v[part], g[part], beta[part], s)
+        decay = np.exp(g.astype(np.float64)).astype(F32)
+        for t in range(n_chunked, n):
             s = s * decay[t][:, None, None]
             sk = np.matmul(k[t][:, None, :], s)[:, 0, :]  # S^T k
             delta = (v[t] - sk) * beta[t][:, None]
@@ -243,6 +250,31 @@ class NumpyBackend:
                 acc = acc + (down[e] @ hidden) * F32(wt)
             out[i] = acc
         return out
+
+
+def _delta_net_chunk(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, beta: np.ndarray, s0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gated delta rule over one chunk of L tokens at once (heads batched), from state s0.
+
+    With G the in-chunk cumulative log decay and u_t = beta_t (v_t - S'^T k_t) the update each token
+    writes, the u's solve a unit lower-triangular system (I + M) U = beta V - (beta e^G K) s0 with
+    M[t, s] = beta_t e^(G_t - G_s) k_t.k_s (s < t); outputs and the final state follow in closed form.
+    """
+    qh, kh, vh = (x.transpose(1, 0, 2).astype(np.float64) for x in (q, k, v))  # [H, L, S]
+    cum = np.cumsum(g.T.astype(np.float64), axis=1)  # [H, L]
+    b = beta.T.astype(np.float64)[:, :, None]
+    length = q.shape[0]
+    lower = np.tril(np.ones((length, length), bool), -1)
+    decay = np.exp(np.where(np.tril(np.ones((length, length), bool)), cum[:, :, None] - cum[:, None, :], -np.inf))
+    m = np.where(lower, b * decay * (kh @ kh.transpose(0, 2, 1)), 0.0)
+    rhs = np.concatenate([b * vh, b * np.exp(cum)[:, :, None] * kh], axis=2)
+    solved = np.linalg.solve(np.eye(length) + m, rhs)
+    u = solved[:, :, : vh.shape[2]] - solved[:, :, vh.shape[2]:] @ s0.astype(np.float64)
+    out = (decay * (qh @ kh.transpose(0, 2, 1))) @ u + np.exp(cum)[:, :, None] * (qh @ s0)
+    last = cum[:, -1:]
+    s1 = np.exp(last)[:, :, None] * s0 + (kh * np.exp(last - cum)[:, :, None]).transpose(0, 2, 1) @ u
+    return out.transpose(1, 0, 2).astype(F32), s1.astype(F32)
 
 
 def _imrope_uses_text_position(pair: int, sections: Sequence[int]) -> bool:

@@ -11,7 +11,9 @@ Conventions every backend implements:
   maps k inputs to m outputs is [m, k]; expert stacks are [n_expert, m, k]). Their storage type
   (F32, F16, BF16, Q8_0, Q4_K, ...) is the backend's business.
 - Batch invariance: a row's result never depends on the other rows of the batch, bit for bit.
-  This is what makes a (k+1)-row MTP verify identical to k+1 one-row decodes.
+  This is what makes a (k+1)-row MTP verify identical to k+1 one-row decodes. One exception, for
+  prefill speed: `delta_net` may run the tokens of a batch before its last `snapshots` ones in the
+  chunked (parallel) form, whose rounding differs; decode and verify batches never reach it.
 - State: attention KV caches are indexed by position (a write at position p overwrites what was
   there), so trimming a sequence needs no work. Recurrent states (conv, DeltaNet) are read from
   their committed value; a run stores the state after each of its last `snapshots` tokens, and
