@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mtprun.native import create_backend
+from mtprun.runner.adaptive import DEFAULT_AUTO_MAX, AdaptiveDepth, DepthPolicy, FixedDepth
 from mtprun.runner.context import Context
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import LoadedModel, load_model
@@ -83,7 +84,7 @@ class Model:
         top_p: float = 0.95,
         min_p: float = 0.05,
         seed: int = 0,
-        spec_draft_n_max: int = 0,
+        spec_draft_n_max: int | str = 0,
     ) -> Generation:
         """Generate to completion; see `stream` for the arguments."""
         return self.stream(prompt, n_predict, temp, top_k, top_p, min_p, seed, spec_draft_n_max).run()
@@ -97,21 +98,28 @@ class Model:
         top_p: float = 0.95,
         min_p: float = 0.05,
         seed: int = 0,
-        spec_draft_n_max: int = 0,
+        spec_draft_n_max: int | str = 0,
     ) -> Generation:
         """Start generating from `prompt` (token ids, or text tokenized with special tokens parsed).
-        With `spec_draft_n_max` > 0 and an MTP head, up to that many tokens are drafted per step;
-        the tokens are the same as without drafting."""
+        With `spec_draft_n_max` > 0 and an MTP head, up to that many tokens are drafted per step
+        ("auto": the depth that maximises measured tokens/s, chosen before each step); the tokens
+        are the same as without drafting."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         ids = self._check_prompt(ids)
-        if not 0 <= spec_draft_n_max <= self.max_draft:
-            raise MtprunError(f"--spec-draft-n-max must be between 0 and {self.max_draft}, got {spec_draft_n_max}.")
+        policy = self._depth_policy(spec_draft_n_max)
         if n_predict < 0:
             raise MtprunError(f"the number of tokens to predict must be positive, got {n_predict}.")
         sampling = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
         stats = GenerationStats()
-        tokens = decode(self._ctx, ids, n_predict, sampling, spec_draft_n_max, frozenset(self.tokenizer.eog_ids), stats)
+        tokens = decode(self._ctx, ids, n_predict, sampling, policy, frozenset(self.tokenizer.eog_ids), stats)
         return Generation(self, tokens, stats)
+
+    def _depth_policy(self, spec_draft_n_max: int | str) -> DepthPolicy:
+        if spec_draft_n_max == "auto":
+            return AdaptiveDepth(n_max=min(DEFAULT_AUTO_MAX, self.max_draft))
+        if isinstance(spec_draft_n_max, int) and 0 <= spec_draft_n_max <= self.max_draft:
+            return FixedDepth(spec_draft_n_max)
+        raise MtprunError(f"--spec-draft-n-max must be 'auto' or between 0 and {self.max_draft}, got {spec_draft_n_max!r}.")
 
     def _check_prompt(self, tokens: Sequence[int]) -> list[int]:
         tokens = [int(t) for t in tokens]

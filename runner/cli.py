@@ -17,8 +17,6 @@ import numpy as np
 from mtprun.native import BACKENDS
 from mtprun.runner.errors import MtprunError
 
-DEFAULT_DRAFT_DEPTH = 2
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
@@ -40,8 +38,18 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spec-type", choices=("draft-mtp", "none"), default="draft-mtp")
-    p.add_argument("--spec-draft-n-max", type=int, default=None,
-                   help=f"tokens drafted per step by the MTP head (default {DEFAULT_DRAFT_DEPTH})")
+    p.add_argument("--spec-draft-n-max", type=_draft_depth_arg, default="auto",
+                   help="tokens drafted per step by the MTP head, or 'auto' (default): the depth that "
+                        "maximises measured tokens/s, re-chosen before each step")
+
+
+def _draft_depth_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a GGUF model")
     info.add_argument("model")
     info.add_argument("-c", "--ctx-size", type=int, default=4096)
+
+    from mtprun.convert.cli import add_subcommands as add_convert_commands
+
+    add_convert_commands(sub)
     return parser
 
 
@@ -74,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "chat":
             return _cmd_chat(args)
-        return _cmd_info(args)
+        if args.command == "info":
+            return _cmd_info(args)
+        return args.handler(args)
     except MtprunError as exc:
         print(f"mtprun: error: {exc}", file=sys.stderr)
         return 1
@@ -90,13 +104,13 @@ def _load(args: argparse.Namespace):
     return model
 
 
-def _draft_depth(args: argparse.Namespace, model) -> int:
+def _draft_depth(args: argparse.Namespace, model) -> int | str:
     if args.spec_type == "none":
         return 0
     if not model.has_mtp:
         print(f"mtprun: {Path(args.model).name} has no MTP head; drafting is off.", file=sys.stderr)
         return 0
-    return DEFAULT_DRAFT_DEPTH if args.spec_draft_n_max is None else args.spec_draft_n_max
+    return args.spec_draft_n_max
 
 
 def _sampling(args: argparse.Namespace) -> dict:

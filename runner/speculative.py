@@ -14,16 +14,14 @@ trunk's states for the positions that were accepted, batched into the next step'
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
 from mtprun.runner.context import Context, StepTimer
 from mtprun.runner.sampling import SamplingParams, draft_probability, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
-
-# Chooses the draft depth before each step; fixed depths use a constant.
-DepthPolicy = Callable[[GenerationStats], int]
 
 
 def decode(
@@ -41,8 +39,8 @@ def decode(
         raise ValueError("the prompt is empty")
     if n_predict <= 0:
         return
-    policy: DepthPolicy = draft_depth if callable(draft_depth) else (lambda _s, d=int(draft_depth): d)
-    use_mtp = ctx.model.has_mtp
+    policy = FixedDepth(draft_depth) if isinstance(draft_depth, int) else draft_depth
+    use_mtp = ctx.model.has_mtp and policy.max_depth > 0
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     timer = ctx.timer = StepTimer()
@@ -53,9 +51,13 @@ def decode(
     mtp_rows: list[tuple[int, np.ndarray]] = []  # MTP KV rows still to write, at positions mtp_next..
     mtp_next = 0
     if len(prompt) > 1:
-        _, h = ctx.prefill(prompt[:-1], 0, n_batch, logits_last=False)
-        if use_mtp:
-            mtp_rows = list(zip(prompt[:-1], np.concatenate([pending_h[None], h[:-1]])))
+        head = list(prompt[:-1])
+        _, h = ctx.prefill(head, 0, n_batch, logits_last=False)
+        if use_mtp:  # the MTP head's KV for the prompt: (token p, trunk state p-1) at every position
+            shifted = np.concatenate([pending_h[None], h[:-1]])
+            for b in range(0, len(head), n_batch):
+                ctx.mtp(head[b : b + n_batch], shifted[b : b + n_batch], b, [])
+            mtp_next = len(head)
         pending_h = h[-1]
     timer.add("prefill", t0)
 
@@ -63,11 +65,11 @@ def decode(
     max_snap = ctx.max_snapshots
     while True:
         cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
-        depth = max(0, min(policy(stats), cap)) if use_mtp else 0
+        depth = policy.choose(max(cap, 0)) if use_mtp else 0
         drafts: list[int] = []
         probs: list[float] = []
+        t_draft = time.perf_counter()
         if depth > 0:
-            t0 = time.perf_counter()
             rows = mtp_rows + [(last, pending_h)]
             logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
             mtp_rows, mtp_next = [], n_past + 1
@@ -78,11 +80,11 @@ def decode(
                 if len(drafts) == depth:
                     break
                 logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
-            timer.add("draft", t0)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
+        timer.add("draft", t_draft)
 
-        t0 = time.perf_counter()
+        t_verify_start = time.perf_counter()
         batch = [last] + drafts
         if n_past + len(batch) > ctx.n_ctx:
             return
@@ -96,7 +98,8 @@ def decode(
             if i == len(drafts) or tok != drafts[i] or (tok in eog_ids and i + 1 < len(drafts)):
                 break
         accepted = len(emitted) - 1
-        timer.add("verify", t0)
+        t_verify_end = time.perf_counter()
+        timer.add("verify", t_verify_start)
 
         t0 = time.perf_counter()
         ctx.commit(accepted + 1)
@@ -107,7 +110,11 @@ def decode(
 
         n_past += accepted + 1
         last = emitted[-1]
-        stats.steps.append(StepRecord(drafts, probs, accepted, emitted))
+        step = StepRecord(drafts, probs, accepted, emitted, t_verify_start - t_draft, t_verify_end - t_verify_start)
+        stats.steps.append(step)
+        policy.observe(step)
+        if isinstance(policy, AdaptiveDepth):
+            stats.auto = policy.estimates()
         for tok in emitted:
             produced += 1
             stats.generated = produced

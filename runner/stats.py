@@ -13,6 +13,8 @@ class StepRecord:
     p: list[float]
     accepted: int
     emitted: list[int]
+    draft_seconds: float = 0.0
+    verify_seconds: float = 0.0
 
 
 @dataclass
@@ -21,6 +23,7 @@ class GenerationStats:
     generated: int = 0
     steps: list[StepRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # prefill / draft / verify / rollback
+    auto: dict | None = None  # the adaptive depth policy's estimates, when it chose the depths
 
     @property
     def drafted(self) -> int:
@@ -61,8 +64,17 @@ class GenerationStats:
         t = sum(v for k, v in self.seconds.items() if k != "prefill")
         return self.generated / t if t > 0 else 0.0
 
+    @property
+    def depth_histogram(self) -> dict[int, int]:
+        """How many steps drafted each number of tokens."""
+        hist: dict[int, int] = {}
+        for s in self.steps:
+            hist[len(s.draft)] = hist.get(len(s.draft), 0) + 1
+        return dict(sorted(hist.items()))
+
     def as_dict(self) -> dict:
         return {
+            "depth_histogram": self.depth_histogram,
             "drafted": self.drafted,
             "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate,
@@ -72,4 +84,5 @@ class GenerationStats:
             "prefill_tokens_per_s": self.prefill_tokens_per_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "seconds": dict(self.seconds),
+            **({"auto": self.auto} if self.auto is not None else {}),
         }

@@ -1,0 +1,131 @@
+"""Choosing the draft depth before each step: fixed, or adaptive (`--spec-draft-n-max auto`).
+
+The adaptive policy keeps decayed estimates of the conditional acceptance a_i at each draft
+position (the chance draft i is accepted given drafts 1..i-1 were) and of the step costs measured
+on this backend: one MTP draft call, and a trunk verify of each batch size. It picks the depth n in
+0..n_max maximising expected tokens per second,
+
+    E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
+
+and now and then probes one position deeper than its choice so that estimates do not freeze at 0
+(backing off geometrically while probes keep failing). The depth never changes the output: the
+target's tokens are the same whatever was drafted.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from mtprun.runner.stats import StepRecord
+
+DEFAULT_AUTO_MAX = 4
+
+
+class DepthPolicy(Protocol):
+    max_depth: int  # 0: never drafts (the MTP head is then not run at all)
+
+    def choose(self, limit: int) -> int:
+        """Depth for the next step, at most `limit`."""
+
+    def observe(self, step: StepRecord) -> None:
+        """Learn from a finished step (its drafts, acceptance and timings)."""
+
+
+class FixedDepth:
+    def __init__(self, depth: int) -> None:
+        self.max_depth = depth
+
+    def choose(self, limit: int) -> int:
+        return min(self.max_depth, limit)
+
+    def observe(self, step: StepRecord) -> None:
+        pass
+
+
+class AdaptiveDepth:
+    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, prior_acceptance: float = 0.7,
+                 probe_interval: int = 8, max_probe_interval: int = 128) -> None:
+        self.n_max = self.max_depth = n_max
+        self.decay = decay
+        self.acceptance = [prior_acceptance] * n_max
+        self.draft_cost: float | None = None  # seconds per MTP draft call
+        self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds
+        self.base_probe_interval = probe_interval
+        self.max_probe_interval = max_probe_interval
+        self.probe_interval = probe_interval
+        self.steps_since_probe = 0
+        self._probing = False
+
+    # -- model
+    def expected_tokens(self, n: int) -> float:
+        total, reach = 1.0, 1.0
+        for a in self.acceptance[:n]:
+            reach *= a
+            total += reach
+        return total
+
+    def _verify(self, size: int) -> float:
+        """Measured cost of a verify batch, interpolated (or held flat beyond) from measured sizes."""
+        if size in self.verify_cost:
+            return self.verify_cost[size]
+        sizes = sorted(self.verify_cost)
+        lower = [s for s in sizes if s < size]
+        upper = [s for s in sizes if s > size]
+        if lower and upper:
+            a, b = lower[-1], upper[0]
+            w = (size - a) / (b - a)
+            return (1 - w) * self.verify_cost[a] + w * self.verify_cost[b]
+        return self.verify_cost[lower[-1] if lower else upper[0]]
+
+    def tokens_per_second(self, n: int) -> float:
+        cost = self._verify(n + 1) + n * (self.draft_cost or 0.0)
+        return self.expected_tokens(n) / cost if cost > 0 else float("inf")
+
+    def best_depth(self, limit: int) -> int:
+        top = min(self.n_max, limit)
+        if not self.verify_cost:
+            return top  # nothing measured yet: start deep, the estimates correct it
+        return max(range(top + 1), key=lambda n: (self.tokens_per_second(n), -n))
+
+    def predicted_speedup(self) -> float:
+        """Expected tokens/s at the current choice over plain decoding (needs verify(1) measured)."""
+        if 1 not in self.verify_cost:
+            return float("nan")
+        best = self.best_depth(self.n_max)
+        return self.tokens_per_second(best) / self.tokens_per_second(0)
+
+    # -- policy
+    def choose(self, limit: int) -> int:
+        best = self.best_depth(limit)
+        self.steps_since_probe += 1
+        self._probing = best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_interval
+        if self._probing:
+            self.steps_since_probe = 0
+            return best + 1
+        return best
+
+    def observe(self, step: StepRecord) -> None:
+        n = len(step.draft)
+        w = self.decay
+        # Position i was tested iff drafts before it were all accepted.
+        for i in range(min(n, step.accepted + 1)):
+            self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
+        size = n + 1
+        old = self.verify_cost.get(size)
+        self.verify_cost[size] = step.verify_seconds if old is None else w * old + (1 - w) * step.verify_seconds
+        if n:
+            per_call = step.draft_seconds / n
+            self.draft_cost = per_call if self.draft_cost is None else w * self.draft_cost + (1 - w) * per_call
+        if self._probing:
+            # a probe that found nothing makes the next one rarer; one that paid resets the pace
+            gained = step.accepted >= n
+            self.probe_interval = self.base_probe_interval if gained else min(self.probe_interval * 2, self.max_probe_interval)
+            self._probing = False
+
+    def estimates(self) -> dict:
+        return {
+            "acceptance": [round(a, 4) for a in self.acceptance],
+            "draft_seconds": self.draft_cost,
+            "verify_seconds": {k: self.verify_cost[k] for k in sorted(self.verify_cost)},
+            "predicted_speedup": self.predicted_speedup(),
+        }

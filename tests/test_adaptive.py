@@ -1,0 +1,56 @@
+"""The adaptive draft depth: choices under a simulated cost model, and output never changes."""
+
+from __future__ import annotations
+
+import random
+
+from mtprun.runner.adaptive import AdaptiveDepth
+from mtprun.runner.stats import StepRecord
+
+
+def _simulate(policy: AdaptiveDepth, acceptance, steps: int, rng: random.Random, chosen: list[int]) -> None:
+    """Each draft position is accepted with probability acceptance(step); verify costs grow slowly
+    with the batch, a draft call costs a tenth of a one-token verify."""
+    for i in range(steps):
+        depth = policy.choose(8)
+        chosen.append(depth)
+        accepted = 0
+        while accepted < depth and rng.random() < acceptance(i):
+            accepted += 1
+        policy.observe(StepRecord([0] * depth, [0.5] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
+
+
+def test_no_acceptance_means_plain_decoding():
+    chosen: list[int] = []
+    _simulate(AdaptiveDepth(), lambda i: 0.0, 200, random.Random(0), chosen)
+    tail = chosen[50:]
+    assert tail.count(0) / len(tail) > 0.95  # only rare probes draft
+    assert max(tail) <= 1
+
+
+def test_full_acceptance_means_the_deepest_depth():
+    chosen: list[int] = []
+    _simulate(AdaptiveDepth(n_max=4), lambda i: 1.0, 50, random.Random(0), chosen)
+    assert chosen[5:] == [4] * 45
+
+
+def test_adapts_within_a_few_steps_when_acceptance_changes():
+    chosen: list[int] = []
+    policy = AdaptiveDepth(n_max=4)
+    _simulate(policy, lambda i: 1.0 if i < 60 else 0.0, 90, random.Random(1), chosen)
+    assert chosen[50:60] == [4] * 10
+    assert chosen[60 + 8 : 90].count(0) >= 18  # drops to plain decoding within ~8 steps
+    chosen.clear()
+    _simulate(policy, lambda i: 1.0, 80, random.Random(2), chosen)
+    assert chosen[-20:] == [4] * 20  # and climbs back once probes succeed
+
+
+def test_prediction_uses_measured_costs():
+    policy = AdaptiveDepth(n_max=2)
+    _simulate(policy, lambda i: 1.0, 40, random.Random(3), [])
+    policy.observe(StepRecord([], [], 0, [0], 0.0, 1.0))  # a plain step measures verify(1)
+    est = policy.estimates()
+    assert est["acceptance"][0] > 0.9 and est["verify_seconds"][1] > 0
+    # E(2) = 3 tokens for 2 draft calls + verify(3): (3 / (0.2 + 1.1)) / (1 / 1.0) = 2.3
+    assert abs(est["predicted_speedup"] - 3 / 1.3) < 0.15
