@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("-c", "--ctx-size", type=int, default=4096)
 
     from mtprun.convert.cli import add_subcommands as add_convert_commands
+    from mtprun.runner.bench import add_bench_parser, run_bench
 
+    add_bench_parser(sub)
+    sub.choices["bench"].set_defaults(handler=run_bench)
     add_convert_commands(sub)
     return parser
 

@@ -77,7 +77,8 @@ def test_prompt_longer_than_context():
 
 @pytest.mark.parametrize("flags,needle", [
     (["--spec-draft-n-max", "99"], "--spec-draft-n-max"),
-    (["--spec-draft-n-max", "two"], "invalid int value"),
+    (["--spec-draft-n-max", "two"], "expected 'auto' or a number"),
+    (["-n", "many"], "invalid int value"),
     (["--backend", "gpu"], "invalid choice"),
     (["-n", "-3"], "positive"),
 ])

@@ -1,0 +1,500 @@
+"""`mtprun bench`: prefill and decode speed, MTP acceptance, and where the time goes, per draft depth.
+
+The measurement returns plain data (one JSON-able dict); `bench_report` formats it as tables. With
+`--compare-llama` the same file runs in llama.cpp (llama-cpp-python) in the same process, on the
+same token ids and thread count. That binding has no draft-mtp decoding (its `Llama` drafts only
+through a `LlamaDraftModel` such as prompt lookup; MTP exists there only as unstable low-level
+hooks), so llama.cpp is measured decoding plainly, one token per step, and prefilling without MTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mtprun.native import BACKENDS
+from mtprun.runner.errors import MtprunError
+from mtprun.runner.loader import load_model
+from mtprun.runner.stats import GenerationStats, StepRecord
+from mtprun.runner.tokenizer import Tokenizer
+
+DEFAULT_DEPTHS = "0,1,2,3,4"
+MAX_DEPTH = 16  # a recurrent-state snapshot is kept per verified token; deeper drafts only cost memory
+PREFILL_BATCH = 512  # the decode loop's prefill batch size
+# A single small forward jitters by tens of percent; each cost figure is the best of at least -r runs,
+# and of more (up to MAX_COST_RUNS) while they fit in this many seconds.
+COST_BUDGET_S = 0.5
+MAX_COST_RUNS = 50
+
+IDEAL_FORMULA = (
+    "ideal = E(n) * t_decode / (t_draft(n) + t_verify(n+1)), with E(n) = 1 + sum_{k=1..n} prod_{i<=k} a_i "
+    "the expected tokens per step (a_i: acceptance at draft position i given positions 1..i-1 were accepted), "
+    "t_decode and t_verify(n+1) one trunk forward of 1 and n+1 tokens, t_draft(n) n chained MTP head "
+    "forwards: model forwards only (best of repeated runs), so the gap to the measured speedup is the loop's overhead"
+)
+
+
+@dataclass(frozen=True)
+class BenchPrompt:
+    name: str
+    kind: str  # "code" or "prose" in the shipped set; any label in a user's file
+    text: str
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str
+    mtp_model: str | None
+    backend: str
+    threads: int
+    depths: tuple[int, ...]  # always starts with 0, the baseline
+    n_prompt: int
+    n_gen: int
+    repetitions: int
+    prompts: tuple[BenchPrompt, ...]
+    compare_llama: bool
+    n_ctx: int | None
+
+
+class Progress:
+    """One status line on stderr, rewritten in place (only on a terminal, at most 10 times a second)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+
+    def update(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self._last >= 0.1):
+            self._last = now
+            sys.stderr.write(f"\r\x1b[Kmtprun bench: {text}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+# -- command line
+
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="measure prefill / decode speed and MTP acceptance per draft depth",
+        description="Benchmark a model: prefill tokens/s with MTP off and on, then for each draft depth "
+                    "decode tokens/s, acceptance, speedup over depth 0 beside the ideal speedup, the "
+                    "verify/decode cost ratio and the time split. Greedy decoding on a prompt set of code "
+                    "and prose.",
+        epilog=IDEAL_FORMULA + ".",
+    )
+    p.add_argument("model", help="GGUF model file")
+    p.add_argument("--mtp-model", default=None, help="MTP-only sidecar GGUF for a model without an MTP head")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size (default: just what the run needs)")
+    p.add_argument("--spec-draft-n-max", default=DEFAULT_DEPTHS, metavar="N[,N...]",
+                   help=f"draft depths to measure, comma-separated (default {DEFAULT_DEPTHS}; 0 is always measured)")
+    p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the prefill test (default 512)")
+    p.add_argument("-n", "--n-gen", type=int, default=128, help="tokens generated per prompt and depth (default 128)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help='prompt set: JSON [{"name", "kind", "text"}, ...] or text with prompts separated by "---" lines')
+    p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions of the prefill and cost timings (best is kept)")
+    p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
+    p.add_argument("--compare-llama", action="store_true", help="also run llama.cpp (llama-cpp-python) on the same file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    progress = Progress()
+    try:
+        result = run(config, progress)
+    finally:
+        progress.done()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from mtprun.runner.bench_report import format_report
+
+        print(format_report(result))
+    return 0
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    try:
+        depths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MtprunError(f"--spec-draft-n-max takes comma-separated draft depths such as {DEFAULT_DEPTHS}, got {text!r}.") from None
+    bad = [d for d in depths if not 0 <= d <= MAX_DEPTH]
+    if bad:
+        raise MtprunError(f"draft depths must be between 0 and {MAX_DEPTH}, got {bad[0]}.")
+    return tuple(sorted(set(depths) | {0}))
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    for flag, value in (("-p/--n-prompt", args.n_prompt), ("-n/--n-gen", args.n_gen),
+                        ("-r/--repetitions", args.repetitions), ("-t/--threads", args.threads)):
+        if value < 1:
+            raise MtprunError(f"{flag} must be at least 1, got {value}.")
+    return BenchConfig(
+        model=args.model, mtp_model=args.mtp_model, backend=args.backend, threads=args.threads,
+        depths=parse_depths(args.spec_draft_n_max), n_prompt=args.n_prompt, n_gen=args.n_gen,
+        repetitions=args.repetitions, prompts=tuple(load_prompts(args.prompts)),
+        compare_llama=args.compare_llama, n_ctx=args.ctx_size,
+    )
+
+
+def load_prompts(path: str | None) -> list[BenchPrompt]:
+    """The shipped prompt set, or a user's file (JSON like the shipped one, or text split on '---' lines)."""
+    if path is None:
+        text = resources.files("mtprun.runner").joinpath("data/bench_prompts.json").read_text(encoding="utf-8")
+        return _prompts_from_json(text, "the shipped prompt set")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MtprunError(f"cannot read prompt file {path} ({getattr(exc, 'strerror', None) or exc}).") from None
+    if path.endswith(".json"):
+        return _prompts_from_json(text, path)
+    parts = [part.strip("\n") for part in "\n".join(text.splitlines()).split("\n---\n")]
+    prompts = [BenchPrompt(f"prompt-{i + 1}", "user", part) for i, part in enumerate(parts) if part.strip()]
+    if not prompts:
+        raise MtprunError(f"prompt file {path} has no prompts.")
+    return prompts
+
+
+def _prompts_from_json(text: str, origin: str) -> list[BenchPrompt]:
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise TypeError
+        prompts = [BenchPrompt(str(it.get("name", f"prompt-{i + 1}")), str(it.get("kind", "user")), it["text"])
+                   if isinstance(it, dict) else BenchPrompt(f"prompt-{i + 1}", "user", it)
+                   for i, it in enumerate(items)]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise MtprunError(f"{origin} is not a JSON list of prompts (strings or objects with a \"text\").") from None
+    if not prompts or not all(isinstance(p.text, str) and p.text for p in prompts):
+        raise MtprunError(f"{origin} has no prompts, or an empty one.")
+    return prompts
+
+
+# -- the measurement
+
+def run(config: BenchConfig, progress: Progress) -> dict:
+    """Measure ours (then llama.cpp, if asked) and return everything as plain data."""
+    from mtprun.runner.api import load
+
+    if config.compare_llama:
+        import_llama_cpp()  # fail before the long part, not after it
+    load_kwargs, threads_note = _thread_kwargs(load, config.threads)
+    progress.update("loading the model", force=True)
+    # tokenize first (GGUF metadata only), to size the context to what the run needs
+    loaded = load_model(config.model, config.mtp_model)
+    tokenizer = Tokenizer.from_gguf(loaded.file.reader, str(loaded.path))
+    prompt_ids = [tokenizer.tokenize(p.text, special=True) for p in config.prompts]
+    depths = config.depths if loaded.has_mtp else (0,)
+    del loaded, tokenizer
+    if not all(prompt_ids):
+        raise MtprunError("a prompt of the set tokenizes to nothing.")
+    prefill_ids = _cycle([t for ids in prompt_ids for t in ids], config.n_prompt)
+    longest = max(map(len, prompt_ids)) + config.n_gen + max(depths) + 2
+    model = load(config.model, backend=config.backend, n_ctx=config.n_ctx or max(config.n_prompt + 1, longest) + 8,
+                 mtp_model=config.mtp_model, max_draft=max(max(depths), 1), **load_kwargs)
+    if max(longest, config.n_prompt + 1) > model.n_ctx:
+        raise MtprunError(f"context size {model.n_ctx} is too small for {config.n_prompt} prefill tokens, "
+                          f"or for the prompts plus {config.n_gen} generated tokens.")
+
+    eog = frozenset(model.tokenizer.eog_ids)
+    progress.update("warming up", force=True)
+    _warm_up(model, prompt_ids[0], max(depths))
+    prefill = _measure_prefill(model, prefill_ids, config.repetitions, progress)
+    costs = _measure_costs(model, prompt_ids[0], max(depths), config.repetitions, progress)
+    runs = _decode_runs(model, config, prompt_ids, depths, progress)
+    kinds = sorted({p.kind for p in config.prompts})
+    rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
+    rss_ours = peak_rss_mib()
+
+    result = {
+        "model": str(config.model),
+        "mtp_model": config.mtp_model,
+        "backend": config.backend,
+        "has_mtp": model.has_mtp,
+        "threads": {"requested": config.threads, "ours": threads_note},
+        "n_ctx": model.n_ctx,
+        "n_prompt": config.n_prompt,
+        "n_gen": config.n_gen,
+        "repetitions": config.repetitions,
+        "prompts": [{"name": p.name, "kind": p.kind, "tokens": len(ids)} for p, ids in zip(config.prompts, prompt_ids)],
+        "prefill": prefill,
+        "costs": costs,
+        "depths": rows,
+        "ideal_formula": IDEAL_FORMULA,
+        "peak_rss_mib": rss_ours,
+        "llama_cpp": None,
+    }
+    if config.compare_llama:
+        n_ctx = model.n_ctx
+        del model  # our weights and caches are released before llama.cpp maps the file
+        llama = measure_llama(config, n_ctx, prefill_ids, prompt_ids, eog, progress)
+        _add_ratios(result, llama)
+        result["llama_cpp"] = llama
+        result["peak_rss_mib_with_llama_cpp"] = peak_rss_mib()
+    return result
+
+
+def _thread_kwargs(load, threads: int) -> tuple[dict, int | str]:
+    """Pass the thread count to our backend when `load` takes one; otherwise say why it is not applied."""
+    for name in ("n_threads", "threads"):
+        if name in inspect.signature(load).parameters:
+            return {name: threads}, threads
+    return {}, "not applied: mtprun.load takes no thread count yet, so the backend uses its default"
+
+
+def _cycle(tokens: list[int], n: int) -> list[int]:
+    return [tokens[i % len(tokens)] for i in range(n)]
+
+
+def _warm_up(model, ids: list[int], max_depth: int) -> None:
+    """One untimed short generation per depth: the first forwards pay one-off costs (graphs, caches)."""
+    for depth in range(max_depth + 1):
+        model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
+
+
+def _best(times: list[float]) -> float:
+    """Best of the repetitions after the first (a warm-up); the least disturbed by other load on the machine."""
+    return min(times[1:]) if len(times) > 1 else times[0]
+
+
+def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> dict:
+    """Prefill = trunk over the prompt (logits of the last token); with MTP on, plus the MTP head over
+    every prompt position, which fills its KV cache (our decode loop does that in its first draft call)."""
+    ctx = model._ctx
+    trunk_t, mtp_t = [], []
+    for r in range(reps + 1):
+        progress.update(f"prefill {len(ids)} tokens, run {r + 1}/{reps + 1}", force=True)
+        ctx.reset()
+        t0 = time.perf_counter()
+        _, h = ctx.prefill(ids, 0, PREFILL_BATCH, logits_last=True)
+        trunk_t.append(time.perf_counter() - t0)
+        if model.has_mtp:
+            h_prev = np.concatenate([np.zeros_like(h[:1]), h[:-1]])  # MTP at p pairs token p with h_{p-1}
+            t0 = time.perf_counter()
+            ctx.mtp(ids, h_prev, 0, [len(ids) - 1])
+            mtp_t.append(time.perf_counter() - t0)
+    ctx.reset()
+    # MTP on and off share each run's trunk time, so their ratio is not blurred by run-to-run noise
+    best = min(range(1, reps + 1), key=lambda i: trunk_t[i] + (mtp_t[i] if mtp_t else 0.0))
+    off = trunk_t[best]
+    on = off + mtp_t[best] if mtp_t else None
+    return {
+        "tokens": len(ids),
+        "mtp_off_tokens_per_s": len(ids) / off,
+        "mtp_on_tokens_per_s": len(ids) / on if on else None,
+        "mtp_on_slowdown": 1 - off / on if on else None,
+        "seconds": {"trunk": off, "mtp": on - off if on else None},
+    }
+
+
+def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: Progress) -> dict:
+    """Trunk forward of k = 1..max_depth+1 tokens and n = 1..max_depth chained MTP draft forwards,
+    after the prompt, in seconds. Nothing is committed, so every repetition starts from the same state."""
+    ctx = model._ctx
+    ctx.reset()
+    past = ids[:-1] or ids
+    _, h = ctx.prefill(past, 0, PREFILL_BATCH, logits_last=False)
+    n_past, last = len(past), ids[-1]
+    trunk, draft = [], []
+    for k in range(1, max_depth + 2):
+        progress.update(f"costs: trunk forward of {k} token(s)", force=True)
+        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k))))
+    for n in range(1, max_depth + 1 if model.has_mtp else 1):
+        progress.update(f"costs: {n} chained MTP draft forward(s)", force=True)
+        draft.append(_best_time(reps, _draft_chain, ctx, last, h[-1], n_past, n))
+    ctx.reset()
+    # index i: a trunk forward of i+1 tokens; i+1 chained draft forwards
+    return {"trunk_seconds": trunk, "draft_seconds": draft}
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def _best_time(reps: int, fn, *args) -> float:
+    """Best time of fn(*args) over at least reps runs after a warm-up (see COST_BUDGET_S)."""
+    _timed(fn, *args)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < reps or (len(times) < MAX_COST_RUNS and time.perf_counter() - start < COST_BUDGET_S):
+        times.append(_timed(fn, *args))
+    return min(times)
+
+
+def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
+    """n greedy drafts by chaining the MTP head on its own hidden state, as a draft step does."""
+    tok, h_in = last, h[None]
+    for j in range(n):
+        logits, h_out = ctx.mtp([tok], h_in, pos + j, [0])
+        tok, h_in = int(np.argmax(logits[-1])), h_out[-1:]
+
+
+def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int],
+                 progress: Progress) -> dict[int, list[tuple[GenerationStats, list[int]]]]:
+    """Greedy generation of n_gen tokens for every prompt at every depth: {depth: [(stats, tokens) per prompt]}.
+    Depths alternate within a prompt, so that a slow spell of the machine hits them alike."""
+    runs: dict[int, list[tuple[GenerationStats, list[int]]]] = {d: [] for d in depths}
+    for i, (prompt, ids) in enumerate(zip(config.prompts, prompt_ids)):
+        for depth in depths:
+            gen = model.stream(ids, n_predict=config.n_gen, temp=0.0, spec_draft_n_max=depth)
+            for j, _ in enumerate(gen, 1):
+                progress.update(f"decode prompt {i + 1}/{len(prompt_ids)} ({prompt.name}), depth {depth}: {j}/{config.n_gen} tokens")
+            runs[depth].append((gen.stats, gen.tokens))
+    return runs
+
+
+def merge_stats(parts: Sequence[GenerationStats]) -> GenerationStats:
+    seconds: dict[str, float] = {}
+    for s in parts:
+        for k, v in s.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    return GenerationStats(prompt_tokens=sum(s.prompt_tokens for s in parts), generated=sum(s.generated for s in parts),
+                           steps=[step for s in parts for step in s.steps], seconds=seconds)
+
+
+def conditional_acceptance(steps: Sequence[StepRecord], depth: int) -> list[float]:
+    """a_i: of the steps whose drafts 1..i-1 were all accepted and that drafted an i-th, the share accepting it."""
+    rates = []
+    for i in range(depth):
+        reached = [s for s in steps if len(s.draft) > i and s.accepted >= i]
+        rates.append(sum(1 for s in reached if s.accepted > i) / len(reached) if reached else 0.0)
+    return rates
+
+
+def expected_tokens_per_step(a: Sequence[float]) -> float:
+    """E(n) = 1 + sum_{k=1..n} prod_{i<=k} a_i."""
+    total, run = 1.0, 1.0
+    for rate in a:
+        run *= rate
+        total += run
+    return total
+
+
+def _summary(stats: GenerationStats) -> dict:
+    return {
+        "tokens": stats.generated,
+        "decode_tokens_per_s": stats.decode_tokens_per_s,
+        "acceptance_rate": stats.acceptance_rate if stats.drafted else None,
+        "mean_accepted_length": stats.mean_accepted_length if stats.drafted else None,
+    }
+
+
+def _depth_row(depth: int, runs: dict, prompts: Sequence[BenchPrompt], costs: dict, kinds: list[str]) -> dict:
+    stats = merge_stats([s for s, _ in runs[depth]])
+    base = merge_stats([s for s, _ in runs[0]])
+    a = conditional_acceptance(stats.steps, depth)
+    e_n = expected_tokens_per_step(a)
+    t1, t_verify = costs["trunk_seconds"][0], costs["trunk_seconds"][depth]
+    step_cost = (costs["draft_seconds"][depth - 1] if depth else 0.0) + t_verify
+    by_kind = {kind: _summary(merge_stats([s for (s, _), p in zip(runs[depth], prompts) if p.kind == kind])) for kind in kinds}
+    return {
+        "depth": depth,
+        **_summary(stats),
+        "steps": len(stats.steps),
+        "speedup": stats.decode_tokens_per_s / base.decode_tokens_per_s if base.decode_tokens_per_s else None,
+        "ideal_speedup": e_n * t1 / step_cost,
+        "expected_tokens_per_step": e_n,
+        "accepted_per_position": stats.accepted_per_position,
+        "conditional_acceptance": a,
+        "verify_decode_ratio": t_verify / t1,
+        "seconds": {k: stats.seconds.get(k, 0.0) for k in ("prefill", "draft", "verify", "rollback")},
+        "same_tokens_as_depth_0": all(t == t0 for (_, t), (_, t0) in zip(runs[depth], runs[0])),
+        "by_kind": by_kind,
+    }
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+# -- llama.cpp, the baseline
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MtprunError(f"--compare-llama needs llama-cpp-python (pip install 'mtprun[oracle]'): {exc}.") from None
+    return llama_cpp
+
+
+def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
+                  eog: frozenset[int], progress: Progress) -> dict:
+    """llama.cpp's plain prefill and one-token-per-step greedy decode on the same ids, file and threads."""
+    llama_cpp = import_llama_cpp()
+    progress.update("loading the model in llama.cpp", force=True)
+    llm = llama_cpp.Llama(config.model, n_ctx=n_ctx, n_batch=PREFILL_BATCH, n_ubatch=PREFILL_BATCH,
+                          n_threads=config.threads, n_threads_batch=config.threads, verbose=False)
+    try:
+        n_vocab = llm.n_vocab()
+
+        def last_logits() -> np.ndarray:
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+
+        times = []
+        for r in range(config.repetitions + 1):
+            progress.update(f"llama.cpp prefill {len(prefill_ids)} tokens, run {r + 1}/{config.repetitions + 1}", force=True)
+            llm.reset()
+            times.append(_timed(llm.eval, prefill_ids))
+        prefill_s = _best(times)
+
+        generated, decode_s = 0, 0.0
+        for i, ids in enumerate(prompt_ids):
+            llm.reset()
+            if len(ids) > 1:
+                llm.eval(ids[:-1])
+            last = ids[-1]
+            t0 = time.perf_counter()
+            for j in range(config.n_gen):  # as our decode loop: each step evaluates the last token, picks the next
+                llm.eval([last])
+                last = int(np.argmax(last_logits()))
+                generated += 1
+                progress.update(f"llama.cpp decode prompt {i + 1}/{len(prompt_ids)}: {j + 1}/{config.n_gen} tokens")
+                if last in eog:
+                    break
+            decode_s += time.perf_counter() - t0
+    finally:
+        llm.close()
+    return {
+        "version": llama_cpp.__version__,
+        "mode": "plain prefill and decode: llama-cpp-python offers no draft-mtp decoding",
+        "threads": config.threads,
+        "prefill_tokens_per_s": len(prefill_ids) / prefill_s,
+        "decode_tokens_per_s": generated / decode_s,
+        "tokens": generated,
+    }
+
+
+def _add_ratios(ours: dict, llama: dict) -> None:
+    """ours / llama.cpp, beside each of our figures; llama.cpp's is always its plain (no MTP) one."""
+    pre = ours["prefill"]
+    pre["vs_llama_cpp"] = {
+        "mtp_off": pre["mtp_off_tokens_per_s"] / llama["prefill_tokens_per_s"],
+        "mtp_on": pre["mtp_on_tokens_per_s"] / llama["prefill_tokens_per_s"] if pre["mtp_on_tokens_per_s"] else None,
+    }
+    for row in ours["depths"]:
+        row["vs_llama_cpp"] = row["decode_tokens_per_s"] / llama["decode_tokens_per_s"]

@@ -1,0 +1,96 @@
+"""Text tables for `mtprun bench` results (the plain data `bench.run` returns)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns right-aligned, except the first."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _num(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def format_report(r: dict) -> str:
+    llama = r["llama_cpp"]
+    kinds = Counter(p["kind"] for p in r["prompts"])
+    threads = r["threads"]
+    ours_threads = "" if threads["ours"] == threads["requested"] else f" (ours: {threads['ours']})"
+    out = [
+        f"mtprun bench: {Path(r['model']).name}" + (f" + {Path(r['mtp_model']).name}" if r["mtp_model"] else "")
+        + f", backend {r['backend']}, threads {threads['requested']}{ours_threads}",
+        f"{len(r['prompts'])} prompts ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}), greedy, "
+        f"{r['n_gen']} tokens each; prefill test {r['n_prompt']} tokens, best of {r['repetitions']}",
+        "",
+        _prefill_table(r["prefill"], llama),
+        "",
+        _depth_table(r["depths"], llama is not None),
+    ]
+    if len(r["depths"]) > 1 and len(kinds) > 1:
+        out += ["", _kind_table(r["depths"], kinds)]
+    if not r["has_mtp"]:
+        out += ["", "the model has no MTP head: only depth 0 was measured (pair one with --mtp-model)."]
+    out += [f"WARNING: depth {row['depth']} did not produce the tokens of depth 0." for row in r["depths"]
+            if not row["same_tokens_as_depth_0"]]
+    rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
+    if llama:
+        rss += f" ({_num(r['peak_rss_mib_with_llama_cpp'])} MiB once llama.cpp had run in the same process)"
+    out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3).",
+            *textwrap.wrap(r["ideal_formula"] + ".", 100)]
+    if llama:
+        out += textwrap.wrap(f"llama.cpp: llama-cpp-python {llama['version']}, same file, token ids and threads; "
+                             f"{llama['mode']}, so every ratio is ours / llama.cpp without MTP.", 100)
+    return "\n".join(out)
+
+
+def _prefill_table(p: dict, llama: dict | None) -> str:
+    slowdown = f"{-p['mtp_on_slowdown']:+.1%}" if p["mtp_on_slowdown"] is not None else "-"
+    header = [f"prefill ({p['tokens']} tokens)", "tok/s", "MTP on vs off"]
+    rows = [["MTP off", _num(p["mtp_off_tokens_per_s"]), ""], ["MTP on", _num(p["mtp_on_tokens_per_s"]), slowdown]]
+    if llama:
+        header.append("vs llama.cpp")
+        rows[0].append(_num(p["vs_llama_cpp"]["mtp_off"], ".2f"))
+        rows[1].append(_num(p["vs_llama_cpp"]["mtp_on"], ".2f"))
+        rows.append(["llama.cpp (MTP off)", _num(llama["prefill_tokens_per_s"]), "", ""])
+    return table(header, rows)
+
+
+def _depth_table(depths: list[dict], with_llama: bool) -> str:
+    header = ["depth", "decode tok/s", "speedup", "ideal", "accept", "mean len", "per position",
+              "verify/decode", "prefill%", "draft%", "verify%", "rollback%"] + (["vs llama.cpp"] if with_llama else [])
+    rows = []
+    for d in depths:
+        secs = d["seconds"]
+        total = sum(secs.values()) or 1.0
+        rows.append([
+            str(d["depth"]), _num(d["decode_tokens_per_s"]), _num(d["speedup"], ".2f") + "x",
+            _num(d["ideal_speedup"], ".2f") + "x", _pct(d["acceptance_rate"]), _num(d["mean_accepted_length"], ".2f"),
+            " ".join(_pct(a) for a in d["accepted_per_position"]) or "-", _num(d["verify_decode_ratio"], ".2f"),
+            *(_pct(secs[k] / total) for k in ("prefill", "draft", "verify", "rollback")),
+        ] + ([_num(d.get("vs_llama_cpp"), ".2f")] if with_llama else []))
+    return table(header, rows)
+
+
+def _kind_table(depths: list[dict], kinds: Counter) -> str:
+    """Acceptance rate and mean accepted length per prompt kind, for each drafting depth."""
+    drafting = [d for d in depths if d["depth"] > 0]
+    header = ["acceptance by kind"] + [f"depth {d['depth']}" for d in drafting]
+    rows = [[f"{kind} ({n} prompts)"] + [f"{_pct(d['by_kind'][kind]['acceptance_rate'])} "
+                                           f"{_num(d['by_kind'][kind]['mean_accepted_length'], '.2f')}" for d in drafting]
+            for kind, n in sorted(kinds.items())]
+    return table(header, rows)

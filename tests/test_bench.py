@@ -1,0 +1,112 @@
+"""`mtprun bench`: one tiny run on tinycoder checks every reported field; bad flags are user errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+
+import pytest
+
+from mtprun.runner import bench
+from mtprun.runner.errors import MtprunError
+from tests.fixtures import model_file, needs_fixtures
+
+DEPTH_FIELDS = {
+    "depth", "tokens", "decode_tokens_per_s", "acceptance_rate", "mean_accepted_length", "steps", "speedup",
+    "ideal_speedup", "expected_tokens_per_step", "accepted_per_position", "conditional_acceptance",
+    "verify_decode_ratio", "seconds", "same_tokens_as_depth_0", "by_kind",
+}
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mtprun")
+    bench.add_bench_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["bench", *argv])
+
+
+def _run_json(capsys, *argv: str) -> dict:
+    assert bench.run_bench(_args(str(model_file("tinycoder", "q8_0")), *argv, "--json")) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@needs_fixtures
+def test_bench_reports_every_field(capsys):
+    r = _run_json(capsys, "-p", "16", "-n", "8", "--spec-draft-n-max", "0,1", "-r", "1", "-t", "2")
+    assert r["has_mtp"] and r["llama_cpp"] is None and r["peak_rss_mib"] > 0
+    assert "E(n)" in r["ideal_formula"]
+    kinds = {p["kind"] for p in r["prompts"]}
+    assert kinds == {"code", "prose"} and all(p["tokens"] > 0 for p in r["prompts"])
+
+    pre = r["prefill"]
+    assert pre["tokens"] == 16
+    assert pre["mtp_off_tokens_per_s"] >= pre["mtp_on_tokens_per_s"] > 0
+    assert 0 < pre["mtp_on_slowdown"] < 1
+
+    assert len(r["costs"]["trunk_seconds"]) == 2 and len(r["costs"]["draft_seconds"]) == 1
+    assert [d["depth"] for d in r["depths"]] == [0, 1]
+    for d in r["depths"]:
+        assert set(d) == DEPTH_FIELDS
+        assert d["tokens"] == 8 * len(r["prompts"]) and d["decode_tokens_per_s"] > 0
+        assert set(d["seconds"]) == {"prefill", "draft", "verify", "rollback"}
+        assert d["same_tokens_as_depth_0"]  # drafting never changes greedy output
+        assert set(d["by_kind"]) == kinds
+    d0, d1 = r["depths"]
+    assert d0["speedup"] == d0["ideal_speedup"] == d0["verify_decode_ratio"] == 1.0
+    assert d0["acceptance_rate"] is None and d0["accepted_per_position"] == []
+    assert 0 < d1["acceptance_rate"] <= 1  # tinycoder's drafts are real: some are accepted
+    assert d1["mean_accepted_length"] == pytest.approx(1 + d1["acceptance_rate"])
+    assert d1["accepted_per_position"] == d1["conditional_acceptance"] == [d1["acceptance_rate"]]
+    assert d1["expected_tokens_per_step"] == pytest.approx(1 + d1["acceptance_rate"])
+    assert d1["speedup"] > 0 and d1["ideal_speedup"] > 0 and d1["verify_decode_ratio"] > 0
+
+
+def test_expected_tokens_and_conditional_acceptance():
+    from mtprun.runner.stats import StepRecord
+
+    steps = [StepRecord([1, 2], [1.0, 1.0], 2, [1, 2, 3]), StepRecord([1, 2], [1.0, 1.0], 1, [1, 4]),
+             StepRecord([1, 2], [1.0, 1.0], 0, [5]), StepRecord([1, 2], [1.0, 1.0], 2, [1, 2, 3])]
+    a = bench.conditional_acceptance(steps, 2)
+    assert a == [0.75, 2 / 3]
+    assert bench.expected_tokens_per_step(a) == pytest.approx(1 + 0.75 + 0.75 * 2 / 3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--spec-draft-n-max", "x"], "comma-separated draft depths"),
+    (["--spec-draft-n-max", "1,,2"], "comma-separated draft depths"),
+    (["--spec-draft-n-max", "-1"], "between 0 and"),
+    (["--spec-draft-n-max", "99"], "between 0 and"),
+    (["-n", "0"], "-n/--n-gen must be at least 1"),
+    (["-p", "0"], "-p/--n-prompt must be at least 1"),
+    (["-t", "0"], "-t/--threads must be at least 1"),
+    (["--prompts", "/nonexistent/prompts.json"], "cannot read prompt file"),
+])
+def test_bad_flags_are_user_errors(argv, message):
+    with pytest.raises(MtprunError, match=message):
+        bench.config_from_args(_args("model.gguf", *argv))
+
+
+def test_prompt_files(tmp_path):
+    shipped = bench.load_prompts(None)
+    assert {p.kind for p in shipped} == {"code", "prose"} and all(p.text for p in shipped)
+    text = tmp_path / "p.txt"
+    text.write_text("def f():\n\n    pass\n---\nOnce upon a time\n")
+    assert [p.text for p in bench.load_prompts(str(text))] == ["def f():\n\n    pass", "Once upon a time"]
+    bad = tmp_path / "p.json"
+    bad.write_text('{"text": "not a list"}')
+    with pytest.raises(MtprunError, match="not a JSON list"):
+        bench.load_prompts(str(bad))
+
+
+@needs_fixtures
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_compare_llama(capsys, tmp_path):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"name": "c", "kind": "code", "text": "def add(a, b):\n"}]))
+    r = _run_json(capsys, "-p", "8", "-n", "4", "--spec-draft-n-max", "1", "-r", "1", "-t", "1",
+                  "--prompts", str(prompts), "--compare-llama")
+    llama = r["llama_cpp"]
+    assert llama["prefill_tokens_per_s"] > 0 and llama["decode_tokens_per_s"] > 0 and "draft-mtp" in llama["mode"]
+    assert r["prefill"]["vs_llama_cpp"]["mtp_off"] > 0 and r["prefill"]["vs_llama_cpp"]["mtp_on"] > 0
+    assert all(d["vs_llama_cpp"] > 0 for d in r["depths"])
+    assert r["peak_rss_mib_with_llama_cpp"] >= r["peak_rss_mib"]
