@@ -28,7 +28,7 @@ from mtprun.runner.loader import load_model
 from mtprun.runner.stats import GenerationStats, StepRecord
 from mtprun.runner.tokenizer import Tokenizer
 
-DEFAULT_DEPTHS = "0,1,2,3,4"
+DEFAULT_DEPTHS = "0,1,2,3,4,auto"
 MAX_DEPTH = 16  # a recurrent-state snapshot is kept per verified token; deeper drafts only cost memory
 PREFILL_BATCH = 512  # the decode loop's prefill batch size
 # A single small forward jitters by tens of percent; each cost figure is the best of at least -r runs,
@@ -58,6 +58,7 @@ class BenchConfig:
     backend: str
     threads: int
     depths: tuple[int, ...]  # always starts with 0, the baseline
+    auto: bool  # also measure the adaptive depth (`--spec-draft-n-max auto`)
     n_prompt: int
     n_gen: int
     repetitions: int
@@ -130,15 +131,18 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_depths(text: str) -> tuple[int, ...]:
+def parse_depths(text: str) -> tuple[tuple[int, ...], bool]:
+    """The fixed depths (0 always included) and whether `auto` is asked for."""
+    parts = text.split(",")
+    auto = "auto" in parts
     try:
-        depths = [int(part) for part in text.split(",")]
+        depths = [int(part) for part in parts if part != "auto"]
     except ValueError:
         raise MtprunError(f"--spec-draft-n-max takes comma-separated draft depths such as {DEFAULT_DEPTHS}, got {text!r}.") from None
     bad = [d for d in depths if not 0 <= d <= MAX_DEPTH]
     if bad:
         raise MtprunError(f"draft depths must be between 0 and {MAX_DEPTH}, got {bad[0]}.")
-    return tuple(sorted(set(depths) | {0}))
+    return tuple(sorted(set(depths) | {0})), auto
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -148,7 +152,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             raise MtprunError(f"{flag} must be at least 1, got {value}.")
     return BenchConfig(
         model=args.model, mtp_model=args.mtp_model, backend=args.backend, threads=args.threads,
-        depths=parse_depths(args.spec_draft_n_max), n_prompt=args.n_prompt, n_gen=args.n_gen,
+        **dict(zip(("depths", "auto"), parse_depths(args.spec_draft_n_max))), n_prompt=args.n_prompt, n_gen=args.n_gen,
         repetitions=args.repetitions, prompts=tuple(load_prompts(args.prompts)),
         compare_llama=args.compare_llama, n_ctx=args.ctx_size,
     )
@@ -221,6 +225,9 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     runs = _decode_runs(model, config, prompt_ids, depths, progress)
     kinds = sorted({p.kind for p in config.prompts})
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
+    if config.auto and model.has_mtp:
+        runs.update(_decode_runs(model, config, prompt_ids, ["auto"], progress))
+        rows.append(_auto_row(runs, config.prompts, kinds))
     rss_ours = peak_rss_mib()
 
     result = {
@@ -348,7 +355,7 @@ def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
         tok, h_in = int(np.argmax(logits[-1])), h_out[-1:]
 
 
-def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int],
+def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str],
                  progress: Progress) -> dict[int, list[tuple[GenerationStats, list[int]]]]:
     """Greedy generation of n_gen tokens for every prompt at every depth: {depth: [(stats, tokens) per prompt]}.
     Depths alternate within a prompt, so that a slow spell of the machine hits them alike."""
@@ -419,6 +426,28 @@ def _depth_row(depth: int, runs: dict, prompts: Sequence[BenchPrompt], costs: di
         "seconds": {k: stats.seconds.get(k, 0.0) for k in ("prefill", "draft", "verify", "rollback")},
         "same_tokens_as_depth_0": all(t == t0 for (_, t), (_, t0) in zip(runs[depth], runs[0])),
         "by_kind": by_kind,
+    }
+
+
+def _auto_row(runs: dict, prompts: Sequence[BenchPrompt], kinds: list[str]) -> dict:
+    """The adaptive depth: measured like a fixed depth, plus the depths it chose and what it predicted."""
+    stats = merge_stats([s for s, _ in runs["auto"]])
+    base = merge_stats([s for s, _ in runs[0]])
+    predicted = [s.auto["predicted_speedup"] for s, _ in runs["auto"] if s.auto]
+    return {
+        "depth": "auto",
+        **_summary(stats),
+        "steps": len(stats.steps),
+        "speedup": stats.decode_tokens_per_s / base.decode_tokens_per_s if base.decode_tokens_per_s else None,
+        "ideal_speedup": None,
+        "predicted_speedup": float(np.nanmean(predicted)) if predicted and not np.all(np.isnan(predicted)) else None,
+        "depth_histogram": stats.depth_histogram,
+        "accepted_per_position": stats.accepted_per_position,
+        "verify_decode_ratio": None,
+        "seconds": {k: stats.seconds.get(k, 0.0) for k in ("prefill", "draft", "verify", "rollback")},
+        "same_tokens_as_depth_0": all(t == t0 for (_, t), (_, t0) in zip(runs["auto"], runs[0])),
+        "by_kind": {kind: _summary(merge_stats([s for (s, _), p in zip(runs["auto"], prompts) if p.kind == kind]))
+                    for kind in kinds},
     }
 
 

@@ -22,6 +22,10 @@ def _num(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _times(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
@@ -47,6 +51,10 @@ def format_report(r: dict) -> str:
         out += ["", "the model has no MTP head: only depth 0 was measured (pair one with --mtp-model)."]
     out += [f"WARNING: depth {row['depth']} did not produce the tokens of depth 0." for row in r["depths"]
             if not row["same_tokens_as_depth_0"]]
+    auto = next((d for d in r["depths"] if d["depth"] == "auto"), None)
+    if auto:
+        chosen = ", ".join(f"{k}: {v}" for k, v in auto["depth_histogram"].items())
+        out += ["", f"auto: steps per chosen depth {{{chosen}}}; its 'ideal' column is its own predicted speedup."]
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
         rss += f" ({_num(r['peak_rss_mib_with_llama_cpp'])} MiB once llama.cpp had run in the same process)"
@@ -78,8 +86,8 @@ def _depth_table(depths: list[dict], with_llama: bool) -> str:
         secs = d["seconds"]
         total = sum(secs.values()) or 1.0
         rows.append([
-            str(d["depth"]), _num(d["decode_tokens_per_s"]), _num(d["speedup"], ".2f") + "x",
-            _num(d["ideal_speedup"], ".2f") + "x", _pct(d["acceptance_rate"]), _num(d["mean_accepted_length"], ".2f"),
+            str(d["depth"]), _num(d["decode_tokens_per_s"]), _times(d["speedup"]),
+            _times(d["ideal_speedup"] if d["depth"] != "auto" else d["predicted_speedup"]), _pct(d["acceptance_rate"]), _num(d["mean_accepted_length"], ".2f"),
             " ".join(_pct(a) for a in d["accepted_per_position"]) or "-", _num(d["verify_decode_ratio"], ".2f"),
             *(_pct(secs[k] / total) for k in ("prefill", "draft", "verify", "rollback")),
         ] + ([_num(d.get("vs_llama_cpp"), ".2f")] if with_llama else []))
@@ -88,7 +96,7 @@ def _depth_table(depths: list[dict], with_llama: bool) -> str:
 
 def _kind_table(depths: list[dict], kinds: Counter) -> str:
     """Acceptance rate and mean accepted length per prompt kind, for each drafting depth."""
-    drafting = [d for d in depths if d["depth"] > 0]
+    drafting = [d for d in depths if d["depth"] != 0]
     header = ["acceptance by kind"] + [f"depth {d['depth']}" for d in drafting]
     rows = [[f"{kind} ({n} prompts)"] + [f"{_pct(d['by_kind'][kind]['acceptance_rate'])} "
                                            f"{_num(d['by_kind'][kind]['mean_accepted_length'], '.2f')}" for d in drafting]
