@@ -75,19 +75,9 @@ class Model:
         self._ctx.reset()
         return out
 
-    def generate(
-        self,
-        prompt: Sequence[int] | str,
-        n_predict: int = 128,
-        temp: float = 0.0,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        seed: int = 0,
-        spec_draft_n_max: int | str = 0,
-    ) -> Generation:
-        """Generate to completion; see `stream` for the arguments."""
-        return self.stream(prompt, n_predict, temp, top_k, top_p, min_p, seed, spec_draft_n_max).run()
+    def generate(self, prompt: Sequence[int] | str, n_predict: int = 128, **options) -> Generation:
+        """Generate to completion; takes the same arguments as `stream`."""
+        return self.stream(prompt, n_predict, **options).run()
 
     def stream(
         self,
