@@ -64,10 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
 
-    chat = sub.add_parser("chat", help="a plain line-by-line chat using the model's chat template")
+    from mtprun.tui.cli import add_chat_arguments, add_sessions_parser  # light: imports no Textual
+
+    chat = sub.add_parser("chat", help="chat with the model (full screen; --no-tui for a line REPL)")
     _model_args(chat)
     _generation_args(chat)
-    chat.add_argument("--system", default=None, help="system message")
+    add_chat_arguments(chat)
+    add_sessions_parser(sub)
 
     info = sub.add_parser("info", help="describe a GGUF model")
     info.add_argument("model")
@@ -91,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_chat(args)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "sessions":
+            from mtprun.tui.cli import run_sessions
+
+            return run_sessions(args)
         return args.handler(args)
     except MtprunError as exc:
         print(f"mtprun: error: {exc}", file=sys.stderr)
@@ -169,27 +176,10 @@ def _print_stats(stats) -> None:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from mtprun.runner.chat_template import render_chat
+    from mtprun.tui.cli import run_chat
 
-    model = _load(args)
-    depth = _draft_depth(args, model)
-    messages: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
-    interactive = sys.stdin.isatty()
-    print("mtprun chat: type a message; an empty line or Ctrl-D ends.", file=sys.stderr)
-    while True:
-        if interactive:
-            sys.stderr.write("> ")
-            sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line or not line.strip():
-            return 0
-        messages.append({"role": "user", "content": line.rstrip("\n")})
-        prompt = render_chat(model.chat_template, messages, add_generation_prompt=True)
-        gen = model.stream(model.tokenize(prompt), n_predict=args.n_predict, spec_draft_n_max=depth, **_sampling(args))
-        _stream_text(model, gen)
-        print()
-        _print_stats(gen.stats)
-        messages.append({"role": "assistant", "content": gen.text})
+    depth = 0 if args.spec_type == "none" else args.spec_draft_n_max
+    return run_chat(args, lambda: _load(args), depth, _sampling(args))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A scripted run of `mtprun chat` in a real terminal (tmux): type a message, wait for the streamed
+# reply and the statistics bar, check the screen, quit. CI runs it (tests/tui/test_tui_tmux.py).
+# Usage: tmux_chat.sh MODEL [CAPTURE_FILE]; MTPRUN overrides the command (default: mtprun).
+set -euo pipefail
+model="$1"
+capture="${2:-$(mktemp)}"
+mtprun="${MTPRUN:-mtprun}"
+data="$(mktemp -d)"
+session="mtprun-chat-$$"
+trap 'tmux kill-session -t "$session" 2>/dev/null || true; rm -rf "$data"' EXIT
+
+shows_all() {  # shows_all PATTERN...: one capture of the screen (into $capture) has every PATTERN
+    tmux capture-pane -p -t "$session" > "$capture"
+    local p
+    for p in "$@"; do grep -q -- "$p" "$capture" || return 1; done
+}
+
+wait_for() {  # wait_for SECONDS PATTERN...: until one frame shows them all
+    local deadline=$((SECONDS + $1))
+    shift
+    until shows_all "$@"; do
+        if ((SECONDS > deadline)); then
+            echo "tmux_chat: timed out waiting for: $*; the screen was:" >&2
+            cat "$capture" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+tmux -f /dev/null new-session -d -s "$session" -x 110 -y 32 \
+    "TERM=xterm-256color $mtprun chat '$model' --temp 0 -n 24 --no-think --spec-draft-n-max 2 --data-dir '$data'; sleep 30"
+wait_for 60 "numpy\|cpu"                  # the model has loaded: the bar names the backend
+tmux send-keys -t "$session" -l "Write a function that adds two numbers."
+tmux send-keys -t "$session" Enter
+# the reply streamed to its end (its header counts 24 tokens), its code, and the statistics bar
+wait_for 60 "Write a function that adds two numbers." "24 tokens" "def " "tok/s │ accept [0-9]*%" "draft 2"
+tmux send-keys -t "$session" C-q
+echo "tmux_chat: ok ($capture)"
