@@ -5,13 +5,26 @@ from __future__ import annotations
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Backend
 
-BACKENDS = ("numpy",)
+BACKENDS = ("auto", "cpu", "numpy")
+# What `auto` tries, fastest first; a backend that cannot start here is skipped.
+AUTO_ORDER = ("cpu", "numpy")
 
 
-def create_backend(name: str) -> Backend:
-    """A fresh backend instance by name; unknown names are a user error."""
+def create_backend(name: str, threads: int | None = None) -> Backend:
+    """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
+    native backends' thread pool (default: the CPUs this process may use)."""
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            try:
+                return create_backend(candidate, threads)
+            except MtprunError:
+                continue
     if name == "numpy":
         from mtprun.native.numpy_backend import NumpyBackend
 
         return NumpyBackend()
+    if name == "cpu":
+        from mtprun.native.cpu_backend import CpuBackend
+
+        return CpuBackend(threads)
     raise MtprunError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}.")

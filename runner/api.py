@@ -47,7 +47,7 @@ class Generation:
 
 
 class Model:
-    def __init__(self, loaded: LoadedModel, backend: str, n_ctx: int, max_draft: int) -> None:
+    def __init__(self, loaded: LoadedModel, backend: str, n_ctx: int, max_draft: int, threads: int | None) -> None:
         self.loaded = loaded
         self.path = loaded.path
         self.hparams = loaded.hp
@@ -56,8 +56,9 @@ class Model:
         self.tokenizer = Tokenizer.from_gguf(loaded.file.reader, str(loaded.path))
         self.chat_template: str | None = loaded.file.get("tokenizer.chat_template", None)
         self.n_ctx = n_ctx
-        self.backend_name = backend
-        self._ctx = Context(loaded, create_backend(backend), n_ctx, max_draft + 1)
+        engine = create_backend(backend, threads)
+        self.backend_name = engine.name
+        self._ctx = Context(loaded, engine, n_ctx, max_draft + 1)
 
     # -- text
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -125,15 +126,17 @@ class Model:
 
 def load(
     path: str | Path,
-    backend: str = "numpy",
+    backend: str = "auto",
     n_ctx: int | None = None,
     mtp_model: str | Path | None = None,
     max_draft: int = 8,
+    threads: int | None = None,
 ) -> Model:
-    """Open a Qwen3.5 / Qwen3.5-MoE GGUF (optionally with an MTP-only sidecar) on a backend."""
+    """Open a Qwen3.5 / Qwen3.5-MoE GGUF (optionally with an MTP-only sidecar) on a backend
+    ("auto": the fastest that starts here; "numpy" is the float32 reference)."""
     loaded = load_model(path, mtp_model)
     if n_ctx is None:
         n_ctx = min(loaded.hp.n_ctx_train or DEFAULT_N_CTX, DEFAULT_N_CTX)
     if n_ctx < 8:
         raise MtprunError(f"context size {n_ctx} is too small (8 tokens at least).")
-    return Model(loaded, backend, n_ctx, max_draft)
+    return Model(loaded, backend, n_ctx, max_draft, threads)

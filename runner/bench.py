@@ -101,7 +101,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="GGUF model file")
     p.add_argument("--mtp-model", default=None, help="MTP-only sidecar GGUF for a model without an MTP head")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size (default: just what the run needs)")
     p.add_argument("--spec-draft-n-max", default=DEFAULT_DEPTHS, metavar="N[,N...]",
                    help=f"draft depths to measure, comma-separated (default {DEFAULT_DEPTHS}; 0 is always measured)")
@@ -233,7 +233,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     result = {
         "model": str(config.model),
         "mtp_model": config.mtp_model,
-        "backend": config.backend,
+        "backend": model.backend_name,
         "has_mtp": model.has_mtp,
         "threads": {"requested": config.threads, "ours": threads_note},
         "n_ctx": model.n_ctx,

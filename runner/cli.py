@@ -24,9 +24,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="GGUF model file")
+    p.add_argument("model", nargs="?", default=None, help="GGUF model file (default: the embedded demo model)")
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size in tokens (default: min(4096, trained))")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="where the model runs (auto: the fastest that starts here; numpy: the reference)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     p.add_argument("--mtp-model", default=None, help="MTP-only sidecar GGUF for a model without an MTP head")
 
 
@@ -110,7 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace):
     from mtprun.runner.api import load
 
-    model = load(args.model, backend=args.backend, n_ctx=args.ctx_size, mtp_model=args.mtp_model)
+    if args.model is None:
+        from mtprun.runner.demo import demo_model_path
+
+        args.model = str(demo_model_path())
+        print("mtprun: no model given; using the embedded demo model (tinycoder, 7M parameters, q4_k_m).", file=sys.stderr)
+    if args.threads is not None and args.threads < 1:
+        raise MtprunError(f"--threads must be at least 1, got {args.threads}.")
+    model = load(args.model, backend=args.backend, n_ctx=args.ctx_size, mtp_model=args.mtp_model, threads=args.threads)
     return model
 
 

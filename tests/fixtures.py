@@ -33,3 +33,16 @@ def row_relative_error(ours, ref) -> float:
     import numpy as np
 
     return float((np.abs(ours - ref).max(axis=1) / np.abs(ref).max(axis=1)).max())
+
+
+def backend_params():
+    """The backends every model test runs on: the NumPy reference and the native CPU backend."""
+    from mtprun.native import create_backend
+    from mtprun.runner.errors import MtprunError
+
+    try:
+        create_backend("cpu", threads=1)
+        cpu = pytest.param("cpu")
+    except MtprunError as exc:
+        cpu = pytest.param("cpu", marks=pytest.mark.skip(reason=str(exc)))
+    return [pytest.param("numpy"), cpu]

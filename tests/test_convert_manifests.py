@@ -2,8 +2,9 @@
 checkpoints (its manifest: metadata, tensor names, types, shapes, sha256 of the bytes) must be
 reproduced exactly.
 
-Like llama.cpp did, each checkpoint is converted to f32 once and the presets are quantized from
-that file; bf16/q8_0 and the MTP-only and no-MTP variants come straight from the converter.
+The files come from conftest.py's session fixture `built`: like llama.cpp did, each checkpoint is
+converted to f32 once and the presets are quantized from that file; bf16/q8_0 and the MTP-only
+and no-MTP variants come straight from the converter.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader
 
-from mtprun.convert import convert_checkpoint, quantize_gguf
+from mtprun.convert import convert_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 MODELS = ("tiny-qwen35", "tiny-qwen35moe", "tinycoder")
-QUANTIZED = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k")
 
 # Metadata keys where our files deliberately differ from llama.cpp's, and why.
 DELIBERATE_DIFFERENCES = {
@@ -53,28 +53,6 @@ def summarize(path: Path) -> tuple[dict, list[dict]]:
                 "n_bytes": int(t.n_bytes), "sha256": hashlib.sha256(t.data.tobytes()).hexdigest()}
                for t in reader.tensors]
     return meta, tensors
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    """Build (once per session, lazily) the file that corresponds to manifest `stem` of `model`."""
-    out_dir = tmp_path_factory.mktemp("convert")
-    cache: dict[tuple[str, str], Path] = {}
-
-    def build(model: str, stem: str) -> Path:
-        if (model, stem) in cache:
-            return cache[(model, stem)]
-        prefix, _, outtype = stem.rpartition("llamacpp-")
-        mode = {"": "whole", "mtp-": "only", "nomtp-": "none"}[prefix]
-        out = out_dir / f"{model}-{stem}.gguf"
-        if outtype in QUANTIZED:  # llama-quantize on the f32 conversion
-            quantize_gguf(build(model, f"{prefix}llamacpp-f32"), out, outtype)
-        else:
-            convert_checkpoint(FIXTURES / model / "hf", out, outtype=outtype, mtp=mode, progress=False)
-        cache[(model, stem)] = out
-        return out
-
-    return build
 
 
 @pytest.mark.parametrize(("model", "stem"), _manifests())

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 import mtprun
-from fixtures import MODELS, model_file, needs_fixtures, prompts
+from fixtures import MODELS, backend_params, model_file, needs_fixtures, prompts
 
 pytestmark = needs_fixtures
 
-_CACHE: dict[str, mtprun.Model] = {}
+_CACHE: dict[tuple[str, str], mtprun.Model] = {}
 
 
-def _model(name: str) -> mtprun.Model:
-    if name not in _CACHE:
-        _CACHE[name] = mtprun.load(model_file(name, "q8_0"), n_ctx=512)
-    return _CACHE[name]
+def _model(name: str, backend: str) -> mtprun.Model:
+    if (name, backend) not in _CACHE:
+        _CACHE[(name, backend)] = mtprun.load(model_file(name, "q8_0"), backend=backend, n_ctx=512)
+    return _CACHE[(name, backend)]
 
 
 def _rows_in_batches(m: mtprun.Model, prefix: list[int], cont: list[int], sizes: list[int]):
@@ -37,9 +37,10 @@ def _rows_in_batches(m: mtprun.Model, prefix: list[int], cont: list[int], sizes:
     return np.concatenate(logits), np.concatenate(hidden)
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("name", MODELS)
-def test_rows_are_bitwise_equal_whatever_the_batch(name):
-    m = _model(name)
+def test_rows_are_bitwise_equal_whatever_the_batch(name, backend):
+    m = _model(name, backend)
     ids = next(iter(prompts(name).values()))
     prefix, cont = ids[:-5], ids[-5:]
     base_logits, base_h = _rows_in_batches(m, prefix, cont, [1, 1, 1, 1, 1])
@@ -49,17 +50,18 @@ def test_rows_are_bitwise_equal_whatever_the_batch(name):
         assert np.array_equal(h, base_h), sizes
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("temp", [0.0, 0.9])
-def test_mtp_output_equals_plain_output_on_fixtures(name, temp):
-    m = _model(name)
+def test_mtp_output_equals_plain_output_on_fixtures(name, temp, backend):
+    m = _model(name, backend)
     for ids in prompts(name).values():
-        plain = m.generate(ids, n_predict=24, temp=temp, seed=7).tokens
+        plain = m.generate(ids, n_predict=16, temp=temp, seed=7).tokens
         for depth in (1, 2, 3, 4, "auto"):
-            assert m.generate(ids, n_predict=24, temp=temp, seed=7, spec_draft_n_max=depth).tokens == plain, depth
+            assert m.generate(ids, n_predict=16, temp=temp, seed=7, spec_draft_n_max=depth).tokens == plain, depth
 
 
-def _generated_prompts(n: int, seed: int = 1234) -> list[tuple[str, list[int]]]:
+def _generated_prompts(n: int, backend: str, seed: int = 1234) -> list[tuple[str, list[int]]]:
     """Random text (words and symbols, incl. special tokens) and random token ids."""
     rng = random.Random(seed)
     words = ["def", "class", "return", "import", "self", "for", "in", "range", "print", "(", ")", ":", "\n",
@@ -70,17 +72,18 @@ def _generated_prompts(n: int, seed: int = 1234) -> list[tuple[str, list[int]]]:
         model = MODELS[i % len(MODELS)] if i % 5 else "tinycoder"
         if i % 2:
             text = "".join(rng.choice(words) + rng.choice(["", " "]) for _ in range(rng.randint(1, 24)))
-            ids = _model(model).tokenize(text)
+            ids = _model(model, backend).tokenize(text)
         else:
-            ids = [rng.randrange(_model(model).hparams.n_vocab) for _ in range(rng.randint(1, 24))]
+            ids = [rng.randrange(_model(model, backend).hparams.n_vocab) for _ in range(rng.randint(1, 24))]
         out.append((model, ids))
     return out
 
 
-def test_mtp_output_equals_plain_output_on_200_generated_prompts():
+@pytest.mark.parametrize("backend", backend_params()[1:])  # the reference backend runs it on the fixtures
+def test_mtp_output_equals_plain_output_on_200_generated_prompts(backend):
     closest_tie = np.inf
-    for i, (name, ids) in enumerate(_generated_prompts(200)):
-        m = _model(name)
+    for i, (name, ids) in enumerate(_generated_prompts(200, backend)):
+        m = _model(name, backend)
         plain = m.generate(ids, n_predict=10)
         depth = (1, 2, 3, 4, "auto")[i % 5]
         spec = m.generate(ids, n_predict=10, spec_draft_n_max=depth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mtprun
-from fixtures import FIXTURES, MODELS, needs_fixtures, prompts, ref_json
+from fixtures import FIXTURES, MODELS, backend_params, needs_fixtures, prompts, ref_json
 
 pytestmark = needs_fixtures
 
@@ -20,16 +20,16 @@ def _exact_runs():
                 yield model, source, int(depth[1:]), prompt
 
 
-def _open(model: str, source: str) -> mtprun.Model:
+def _open(model: str, source: str, backend: str, built=None) -> mtprun.Model:
     if "+" in source:  # base without MTP + MTP-only sidecar
-        if not (FIXTURES / model / "nomtp-llamacpp-q4_k_m.gguf").exists():
-            pytest.skip(f"{model}: the sidecar pair is shipped for tinycoder only")
-        return mtprun.load(FIXTURES / model / "nomtp-llamacpp-q4_k_m.gguf", n_ctx=1024,
-                           mtp_model=FIXTURES / model / "mtp-llamacpp-q8_0.gguf")
-    return mtprun.load(FIXTURES / model / f"llamacpp-{source.removeprefix('exact-')}.gguf", n_ctx=1024)
+        base, sidecar = FIXTURES / model / "nomtp-llamacpp-q4_k_m.gguf", FIXTURES / model / "mtp-llamacpp-q8_0.gguf"
+        if not base.exists():  # shipped for tinycoder only; our converter makes the same bytes
+            base, sidecar = built(model, "nomtp-llamacpp-q4_k_m"), built(model, "mtp-llamacpp-q8_0")
+        return mtprun.load(base, backend=backend, n_ctx=1024, mtp_model=sidecar)
+    return mtprun.load(FIXTURES / model / f"llamacpp-{source.removeprefix('exact-')}.gguf", backend=backend, n_ctx=1024)
 
 
-_MODELS: dict[tuple[str, str], mtprun.Model] = {}
+_MODELS: dict[tuple[str, str, str], mtprun.Model] = {}
 
 
 def assert_same_steps(ours, ref_steps, eog: set[int], n_predict: int) -> None:
@@ -58,11 +58,12 @@ def assert_same_steps(ours, ref_steps, eog: set[int], n_predict: int) -> None:
     assert len(ours) == len(ref_steps)
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("model,source,depth,prompt", list(_exact_runs()))
-def test_mtp_steps_equal_llama_cpp(model, source, depth, prompt):
-    key = (model, source)
+def test_mtp_steps_equal_llama_cpp(built, model, source, depth, prompt, backend):
+    key = (model, source, backend)
     if key not in _MODELS:
-        _MODELS[key] = _open(model, source)
+        _MODELS[key] = _open(model, source, backend, built)
     m = _MODELS[key]
     ref = ref_json(model, "mtp.json")[f"{source}|n{depth}|{prompt}"]
     gen = m.generate(prompts(model)[prompt], n_predict=N_PREDICT, spec_draft_n_max=depth)
@@ -72,7 +73,7 @@ def test_mtp_steps_equal_llama_cpp(model, source, depth, prompt):
 def test_tinycoder_real_acceptance_at_depth_1(capsys):
     """Acceptance is real on the trained model: 97% and 91% on two prompts at depth 1 (llama.cpp's
     figures count one more draft, made past n_predict; see assert_same_steps)."""
-    m = _open("tinycoder", "exact-q8_0")
+    m = _open("tinycoder", "exact-q8_0", "numpy")
     rates = {p: m.generate(ids, n_predict=N_PREDICT, spec_draft_n_max=1).stats.acceptance_rate
              for p, ids in prompts("tinycoder").items()}
     with capsys.disabled():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mtprun
-from fixtures import MODELS, model_file, needs_fixtures, prompts
+from fixtures import MODELS, backend_params, model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
 from mtprun.runner.context import Context
 
@@ -24,10 +24,11 @@ def _caches(ctx: Context, n_past: int) -> dict[str, tuple[np.ndarray, ...]]:
     return out
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("name", MODELS)
-def test_commit_equals_fresh_context_for_random_accept_counts(name):
-    loaded = mtprun.load(model_file(name, "q8_0"), n_ctx=256).loaded
-    ctx, fresh = Context(loaded, create_backend("numpy"), 256, 6), Context(loaded, create_backend("numpy"), 256, 6)
+def test_commit_equals_fresh_context_for_random_accept_counts(name, backend):
+    loaded = mtprun.load(model_file(name, "q8_0"), backend="numpy", n_ctx=256).loaded
+    ctx, fresh = Context(loaded, create_backend(backend), 256, 6), Context(loaded, create_backend(backend), 256, 6)
     rng = random.Random(name)
     seq = list(next(iter(prompts(name).values())))[:12]
     ctx.reset()
@@ -48,8 +49,9 @@ def test_commit_equals_fresh_context_for_random_accept_counts(name):
                 assert np.array_equal(a, b), (state, k, accepted)
 
 
-def test_partial_acceptance_never_reruns_the_trunk():
-    m = mtprun.load(model_file("tinycoder", "q8_0"), n_ctx=256)
+@pytest.mark.parametrize("backend", backend_params())
+def test_partial_acceptance_never_reruns_the_trunk(backend):
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=256)
     backend = m._ctx.backend
     trunk_runs = []
     original = backend.run
@@ -68,13 +70,14 @@ def test_partial_acceptance_never_reruns_the_trunk():
     assert trunk_runs == [len(ids) - 1] + [1 + len(s.draft) for s in steps]
 
 
-def test_mtp_cache_after_prefill_equals_fresh_mtp_pass():
+@pytest.mark.parametrize("backend", backend_params())
+def test_mtp_cache_after_prefill_equals_fresh_mtp_pass(backend):
     """The MTP head's KV for the prompt holds (token p, trunk state p-1) for every position."""
-    m = mtprun.load(model_file("tinycoder", "q8_0"), n_ctx=256)
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=256)
     ids = prompts("tinycoder")["class"]
     m.generate(ids, n_predict=2, spec_draft_n_max=1)  # one step that drafts: writes every prompt position
     ours = m._ctx.backend.read_state("mtp_kv")
-    ctx = Context(m.loaded, create_backend("numpy"), 256, 2)
+    ctx = Context(m.loaded, create_backend(backend), 256, 2)
     ctx.reset()
     _, h = ctx.trunk(ids, 0, [])
     ctx.mtp(ids, np.concatenate([np.zeros((1, h.shape[1]), np.float32), h[:-1]]), 0, [])

@@ -1,0 +1,142 @@
+/* mtprun's native CPU backend: the step-graph interpreter's data layout and the kernels it shares.
+ *
+ * native/cpu_backend.py mirrors mtp_node and mtp_state with ctypes (it checks their sizes through
+ * mtp_node_size / mtp_state_size), compiles a Graph into an mtp_node array once, and runs it with
+ * one mtp_run call. Activations are float32 (i32 for integer inputs); weights stay in ggml blocks.
+ */
+#ifndef MTP_H
+#define MTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Op codes; the names (mtp_op_name) match runner.graph.OPS, and Python maps them by name. */
+enum {
+    OP_INPUT, OP_WEIGHT, OP_GET_ROWS, OP_MATMUL, OP_RMS_NORM, OP_L2_NORM, OP_ADD, OP_MUL, OP_SCALE,
+    OP_SIGMOID, OP_SILU, OP_SOFTPLUS, OP_RESHAPE, OP_SLICE, OP_CONCAT, OP_TAKE_ROWS, OP_ROPE,
+    OP_ATTENTION, OP_SSM_CONV, OP_DELTA_NET, OP_MOE, OP_COUNT
+};
+
+/* ggml type ids (ggml.h's enum ggml_type) of the weight formats read here. */
+enum {
+    T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
+    T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30, T_COUNT = 40
+};
+
+#define MTP_MAX_IN 5
+
+typedef struct {
+    int32_t op, type, n_in, ndim;  /* type: ggml type of `data` (F32 for every activation) */
+    int32_t in[MTP_MAX_IN];        /* input node indices */
+    int32_t state;                 /* index into the state array, or -1 */
+    int64_t ne[4];                 /* shape, NumPy order (ne[0] is the row axis) */
+    int64_t nelem;
+    void *data;                    /* activation buffer, weight blocks, or the input's buffer (reshape) */
+    void *aux;                     /* op scratch shared by the threads (moe), or take_rows' indices */
+    int64_t ia[8];                 /* integer attributes (see graph.c per op) */
+    double fa[2];                  /* float attributes */
+    int64_t sa[4], sb[4];          /* add / mul: element strides of inputs a, b over the 4-D output */
+} mtp_node;
+
+/* A named cache. kv: k, v of [n_ctx, ...]. recurrent: m + 1 buffers of `size` floats, one of them
+ * (`committed`) the committed state, the others the snapshots after the last run's final tokens. */
+typedef struct {
+    float *k, *v;
+    int64_t n_ctx;
+    float *bufs;
+    float *work;       /* a recurrence's running state during a run */
+    int64_t size;
+    int32_t m, committed, last_n, pad;
+} mtp_state;
+
+/* ---- thread pool (threads.c) */
+#include <stdatomic.h>
+typedef struct mtp_pool mtp_pool;
+typedef void (*mtp_task)(void *arg, int ith, int nth);
+mtp_pool *mtp_pool_create(int n_threads);
+void mtp_pool_free(mtp_pool *p);
+int mtp_pool_size(const mtp_pool *p);
+void mtp_pool_quiesce(mtp_pool *p);                       /* wait until no worker is inside a task */
+/* fn on every thread, the caller included; returns when the caller's fn does, so fn must make the
+ * caller wait for the work itself. `arg` must stay valid until the next quiesce. */
+void mtp_pool_run(mtp_pool *p, mtp_task fn, void *arg);
+void mtp_wait_above(mtp_pool *p, atomic_int *v, int value);  /* until *v > value: spin, then sleep */
+void mtp_publish(mtp_pool *p, atomic_int *v, int value);     /* *v = value, waking the waiters */
+void *mtp_scratch(mtp_pool *p, size_t bytes);              /* the calling thread's buffer, grown on demand */
+
+/* ---- one graph run, as the ops see it */
+typedef struct {
+    mtp_node *nodes;
+    mtp_state *states;
+    mtp_pool *pool;
+    volatile int error;  /* nonzero op error code; checked after the run */
+} mtp_job;
+
+enum { MTP_OK = 0, MTP_ERR_POS = 1, MTP_ERR_TYPE = 2, MTP_ERR_ID = 3, MTP_ERR_MEMORY = 4 };
+
+/* An op runs as one or more phases (graph.c counts them); the threads split each phase into
+ * `nparts` parts and take them as they come, so an op never waits inside itself. */
+#define MTP_OP(name) void name(mtp_job *j, mtp_node *nd, int phase __attribute__((unused)), int part, int nparts)
+
+/* ---- weight formats (quants.c, dispatched to the best SIMD variant at load) */
+typedef void (*mtp_dequant_fn)(const void *src, float *dst, int64_t k);
+typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
+typedef struct {
+    mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
+    mtp_dot_fn dot;
+} mtp_kernels;
+extern mtp_kernels mtp_k;
+int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
+float mtp_f16_to_f32(uint16_t h);
+void mtp_kernels_scalar(mtp_kernels *k);
+int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
+
+/* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
+ * part `part` of `nparts` computes its share of the m output columns */
+void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
+                     const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo);
+
+/* ---- ops (one file per family) */
+MTP_OP(mtp_op_norm);        /* rms_norm, l2_norm */
+MTP_OP(mtp_op_rope);
+MTP_OP(mtp_op_attention);   /* phase 0 writes the batch's K, V; phase 1 attends */
+MTP_OP(mtp_op_ssm_conv);
+MTP_OP(mtp_op_delta_net);
+MTP_OP(mtp_op_moe);         /* mtp_moe_phases(nd) phases */
+MTP_OP(mtp_op_elementwise); /* add mul scale sigmoid silu softplus */
+MTP_OP(mtp_op_copy);        /* get_rows slice concat take_rows */
+int mtp_moe_phases(const mtp_job *j, const mtp_node *nd);
+
+/* Recurrent snapshot slot for token t of an n-token run, or NULL when that token keeps none. */
+float *mtp_snapshot_slot(mtp_state *s, int64_t t, int64_t n);
+
+/* Q4_K / Q5_K: the 6-bit scale and min of sub-block j, packed in 12 bytes. */
+static inline void mtp_kquant_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* Even split of [0, n) over nth threads. */
+static inline void mtp_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
+
+/* Per-function SIMD targets, so one binary carries every variant and picks one at run time. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define MTP_X86 1
+#define MTP_AVX2 __attribute__((target("avx2,fma,f16c")))
+#if defined(__linux__) && !defined(__clang__)
+#define MTP_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef MTP_CLONES
+#define MTP_CLONES
+#endif
+
+#endif
