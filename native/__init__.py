@@ -5,9 +5,9 @@ from __future__ import annotations
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Backend
 
-BACKENDS = ("auto", "cpu", "numpy")
+BACKENDS = ("auto", "cpu", "cuda", "numpy")
 # What `auto` tries, fastest first; a backend that cannot start here is skipped.
-AUTO_ORDER = ("cpu", "numpy")
+AUTO_ORDER = ("cuda", "cpu", "numpy")
 
 
 def create_backend(name: str, threads: int | None = None) -> Backend:
@@ -27,4 +27,8 @@ def create_backend(name: str, threads: int | None = None) -> Backend:
         from mtprun.native.cpu_backend import CpuBackend
 
         return CpuBackend(threads)
+    if name == "cuda":
+        from mtprun.native.cuda_backend import CudaBackend
+
+        return CudaBackend()
     raise MtprunError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}.")

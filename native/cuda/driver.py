@@ -1,0 +1,140 @@
+"""The CUDA driver API (libcuda.so.1) through ctypes: one device, its primary context, memory,
+modules and kernel launches on the legacy default stream (which orders copies and launches)."""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_uint64, c_void_p
+from typing import Sequence
+
+import numpy as np
+
+from mtprun.runner.errors import MtprunError
+
+_ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
+
+_SIGNATURES: dict[str, list] = {
+    "cuInit": [c_uint],
+    "cuDriverGetVersion": [POINTER(c_int)],
+    "cuDeviceGetCount": [POINTER(c_int)],
+    "cuDeviceGet": [POINTER(c_int), c_int],
+    "cuDeviceGetName": [c_char_p, c_int, c_int],
+    "cuDeviceGetAttribute": [POINTER(c_int), c_int, c_int],
+    "cuDevicePrimaryCtxRetain": [POINTER(c_void_p), c_int],
+    "cuCtxSetCurrent": [c_void_p],
+    "cuMemAlloc_v2": [POINTER(c_uint64), c_size_t],
+    "cuMemFree_v2": [c_uint64],
+    "cuMemcpyHtoD_v2": [c_uint64, c_void_p, c_size_t],
+    "cuMemcpyDtoH_v2": [c_void_p, c_uint64, c_size_t],
+    "cuMemsetD8_v2": [c_uint64, ctypes.c_ubyte, c_size_t],
+    "cuModuleLoadData": [POINTER(c_void_p), c_void_p],
+    "cuModuleGetFunction": [POINTER(c_void_p), c_void_p, c_char_p],
+    "cuLaunchKernel": [c_void_p, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_void_p, c_void_p, c_void_p],
+    "cuGetErrorString": [c_int, POINTER(c_char_p)],
+}
+
+
+class CudaError(MtprunError):
+    """A CUDA driver call failed."""
+
+
+class Driver:
+    """libcuda, device `ordinal`'s primary context made current; every call checked."""
+
+    def __init__(self, ordinal: int = 0) -> None:
+        try:
+            lib = ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            raise MtprunError("the CUDA backend needs an NVIDIA GPU and its driver (libcuda.so.1 was not found).") from None
+        for name, args in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, c_int
+        self._lib = lib
+        rc = lib.cuInit(0)
+        if rc != 0:
+            raise MtprunError(f"the CUDA driver found no usable GPU (cuInit: {self._error(rc)}).")
+        count = c_int()
+        self.check(lib.cuDeviceGetCount(byref(count)), "cuDeviceGetCount")
+        if not 0 <= ordinal < count.value:
+            raise MtprunError(f"CUDA device {ordinal} does not exist ({count.value} found).")
+        dev = c_int()
+        self.check(lib.cuDeviceGet(byref(dev), ordinal), "cuDeviceGet")
+        self.device = dev.value
+        self.compute_capability = (self._attr(_ATTR_CC_MAJOR), self._attr(_ATTR_CC_MINOR))
+        name = ctypes.create_string_buffer(256)
+        self.check(lib.cuDeviceGetName(name, 256, self.device), "cuDeviceGetName")
+        self.name = name.value.decode()
+        version = c_int()
+        self.check(lib.cuDriverGetVersion(byref(version)), "cuDriverGetVersion")
+        self.version = version.value
+        ctx = c_void_p()
+        self.check(lib.cuDevicePrimaryCtxRetain(byref(ctx), self.device), "cuDevicePrimaryCtxRetain")
+        self.check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        self.launch_kernel = lib.cuLaunchKernel  # bound once: the hot path checks its code itself
+
+    def _attr(self, attr: int) -> int:
+        v = c_int()
+        self.check(self._lib.cuDeviceGetAttribute(byref(v), attr, self.device), "cuDeviceGetAttribute")
+        return v.value
+
+    def _error(self, rc: int) -> str:
+        s = c_char_p()
+        self._lib.cuGetErrorString(rc, byref(s))
+        return s.value.decode() if s.value else f"error {rc}"
+
+    def check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            raise CudaError(f"CUDA {what} failed: {self._error(rc)}.")
+
+    # -- memory
+    def alloc(self, nbytes: int) -> int:
+        ptr = c_uint64()
+        self.check(self._lib.cuMemAlloc_v2(byref(ptr), max(int(nbytes), 1)), f"cuMemAlloc ({nbytes} bytes)")
+        return ptr.value
+
+    def free(self, ptr: int) -> None:
+        self.check(self._lib.cuMemFree_v2(ptr), "cuMemFree")
+
+    def upload(self, ptr: int, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr)
+        self.check(self._lib.cuMemcpyHtoD_v2(ptr, arr.ctypes.data, arr.nbytes), "cuMemcpyHtoD")
+
+    def download(self, out: np.ndarray, ptr: int) -> np.ndarray:
+        assert out.flags.c_contiguous
+        self.check(self._lib.cuMemcpyDtoH_v2(out.ctypes.data, ptr, out.nbytes), "cuMemcpyDtoH")
+        return out
+
+    def zero(self, ptr: int, nbytes: int) -> None:
+        self.check(self._lib.cuMemsetD8_v2(ptr, 0, nbytes), "cuMemsetD8")
+
+    # -- modules and launches
+    def load_module(self, image: bytes) -> c_void_p:
+        mod = c_void_p()
+        self.check(self._lib.cuModuleLoadData(byref(mod), image), "cuModuleLoadData")
+        return mod
+
+    def function(self, module: c_void_p, name: str) -> c_void_p:
+        fn = c_void_p()
+        self.check(self._lib.cuModuleGetFunction(byref(fn), module, name.encode()), f"cuModuleGetFunction({name})")
+        return fn
+
+
+class Buffer:
+    """Device memory owned by a Python object: freed with it."""
+
+    def __init__(self, driver: Driver, nbytes: int) -> None:
+        self.driver, self.nbytes = driver, int(nbytes)
+        self.ptr = driver.alloc(nbytes)
+
+    def __del__(self) -> None:
+        ptr, self.ptr = getattr(self, "ptr", 0), 0
+        if ptr:
+            try:
+                self.driver.free(ptr)
+            except Exception:  # interpreter shutdown: the context is going away anyway
+                pass
+
+
+def kernel_args(values: Sequence[ctypes._SimpleCData]) -> ctypes.Array:
+    """cuLaunchKernel's void** parameter array; keep `values` alive as long as the array."""
+    return (c_void_p * len(values))(*[ctypes.addressof(v) for v in values])

@@ -1,0 +1,38 @@
+// Shared by every kernel file (the files are compiled together as one NVRTC program; no headers).
+// Built with --fmad=false: a multiply and an add stay two roundings, as in the NumPy reference;
+// dot products ask for fused multiply-adds explicitly (fmaf), in a fixed order.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define ERR_POS 1    // a position outside the KV cache
+#define ERR_TOKEN 3  // a row id outside the weight matrix
+
+__device__ __forceinline__ void set_error(int* err, int code) { atomicCAS(err, 0, code); }
+
+__device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// Half fields of every ggml block sit at even offsets of 2-aligned blocks.
+__device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }
+
+// Butterfly sum: every lane ends with the same value (a + b == b + a), in a fixed order.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sigmoid as the reference computes it: in double, rounded once to float.
+__device__ __forceinline__ float sigmoid_f(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
+
+// Which buffer holds snapshot slot r while buffer `committed` holds the committed state.
+__device__ __forceinline__ int slot_buffer(int r, int committed) { return r < committed ? r : r + 1; }
