@@ -13,7 +13,7 @@ if not MODEL.is_file():  # ../shared/fixtures is not present
 def model():
     import mtprun
 
-    return mtprun.load(MODEL)
+    return mtprun.load(MODEL, backend="numpy")  # the reference: tokens and snapshots are pinned to it
 
 
 @pytest.fixture

@@ -75,7 +75,11 @@ def test_reply_streams_is_saved_and_stats_bar_matches(model, store, settings):
     run(scenario())
 
 
-def test_escape_stops_at_once_and_next_reply_is_a_fresh_contexts(model, store, settings):
+def test_escape_stops_at_once_and_next_reply_is_a_fresh_contexts(model, store, settings, monkeypatch):
+    # a slower machine: each model step takes 20 ms more, so the reply cannot end before Esc
+    run_step = model._ctx.backend.run
+    monkeypatch.setattr(model._ctx.backend, "run", lambda graph, inputs: (time.sleep(0.02), run_step(graph, inputs))[1])
+
     async def scenario():
         app = make_app(store, model, replace(settings, n_predict=400))
         async with app.run_test(size=(100, 30)) as pilot:

@@ -51,7 +51,7 @@ def test_sessions_on_bad_input_exit_non_zero(tmp_path, capsys):
 
 
 def test_repl_replies_saves_and_summarises(tmp_path):
-    out = subprocess.run([*MTPRUN, "chat", str(MODEL), "--temp", "0", "-n", "12", "--no-think", "--data-dir", str(tmp_path)],
+    out = subprocess.run([*MTPRUN, "chat", str(MODEL), "--backend", "numpy", "--temp", "0", "-n", "12", "--no-think", "--data-dir", str(tmp_path)],
                          input="Write a function.\n/depth 1\n/bogus\nAnd another.\n", capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stderr.splitlines()

@@ -18,7 +18,7 @@ def _lines(stream, q: queue.Queue) -> None:
 
 
 def test_sigkill_during_generation(tmp_path):
-    proc = subprocess.Popen([*MTPRUN, "chat", str(MODEL), "--temp", "0", "-n", "12", "--no-think",
+    proc = subprocess.Popen([*MTPRUN, "chat", str(MODEL), "--backend", "numpy", "--temp", "0", "-n", "12", "--no-think",
                              "--data-dir", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
     err: queue.Queue = queue.Queue()
