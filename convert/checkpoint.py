@@ -1,7 +1,7 @@
 """Lazy reading of a Hugging Face checkpoint directory: config.json plus (sharded) safetensors.
 
-Only headers are read up front; `load` reads one tensor when asked, so a conversion holds one
-tensor in memory at a time.
+Only headers are read up front; `load` and `load_rows` read one tensor, or a block of its rows,
+when asked, so a conversion holds at most one tensor in memory at a time.
 """
 
 from __future__ import annotations
@@ -126,17 +126,42 @@ class Checkpoint:
 
     def load(self, name: str) -> np.ndarray:
         """One tensor as float32 (float16 stays float16, as llama.cpp keeps it)."""
+        shape = self.tensors[name].shape
+        return self.load_rows(name, 0, shape[0]) if shape else self.load_rows(name, 0, 1).reshape(())
+
+    def load_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Slice [start:stop] of a tensor's first axis, widened as `load` does.
+
+        Plain file reads, not mmap: a mapping's pages count toward the process's RSS until it is
+        unmapped, while the page cache behind a read does not.
+        """
         ref = self.tensors[name]
         if ref.dtype not in SUPPORTED_DTYPES:
             raise MtprunError(f"Tensor {name} has dtype {ref.dtype}; supported dtypes are "
                               f"{', '.join(SUPPORTED_DTYPES)}.")
         if ref.offset + ref.nbytes > ref.shard.stat().st_size:
             raise MtprunError(f"Shard {ref.shard} is truncated (tensor {name}).")
-        raw = np.memmap(ref.shard, dtype=np.uint8, mode="r", offset=ref.offset, shape=(ref.nbytes,))
+        shape = (stop - start, *ref.shape[1:])
+        row_bytes = ref.nbytes // max(ref.shape[0], 1) if ref.shape else ref.nbytes
+        raw = _read(ref.shard, ref.offset + start * row_bytes, (stop - start) * row_bytes)
         if ref.dtype == "BF16":
-            return widen_bf16(raw.view("<u2")).reshape(ref.shape)
-        arr = raw.view(np.dtype(_NUMPY_DTYPES[ref.dtype]).newbyteorder("<")).reshape(ref.shape)
-        return arr.astype(np.float16 if ref.dtype == "F16" else np.float32)
+            return widen_bf16(raw.view("<u2")).reshape(shape)
+        arr = raw.view(np.dtype(_NUMPY_DTYPES[ref.dtype]).newbyteorder("<")).reshape(shape)
+        return arr.astype(np.float16 if ref.dtype == "F16" else np.float32, copy=False)  # the buffer is ours
+
+
+def _read(path: Path, offset: int, nbytes: int) -> np.ndarray:
+    buf = np.empty(nbytes, np.uint8)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        done = 0
+        while done < nbytes:  # one read() returns at most ~2 GiB on Linux
+            n = f.readinto(view[done:])
+            if not n:
+                raise MtprunError(f"Shard {path} is truncated.")
+            done += n
+    return buf
 
 
 def widen_bf16(bits: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:

@@ -1,23 +1,23 @@
 """convert_checkpoint: a Hugging Face Qwen3.5 checkpoint to a GGUF file that keeps the MTP head.
 
 For f32/f16/bf16/q8_0 this is llama.cpp's convert_hf_to_gguf.py; for the k-quant and legacy
-presets it is convert_hf_to_gguf.py --outtype f32 followed by llama-quantize, done tensor by
-tensor without the intermediate file.
+presets it is convert_hf_to_gguf.py --outtype f32 followed by llama-quantize, done block by
+block without the intermediate file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from mtprun.convert import metadata, presets, vocab
+from mtprun.convert import metadata, presets, stream, vocab
 from mtprun.convert.checkpoint import Checkpoint
 from mtprun.convert.families import Family, family_for_architecture
-from mtprun.convert.plan import MtpMode, Plan, PlannedTensor, build_plan, materialize
+from mtprun.convert.plan import MtpMode, Plan, PlannedTensor, build_plan
 from mtprun.convert.quantize import quantize
 from mtprun.convert.writer import add_tensor_info, check_target, write_gguf
 from mtprun.runner.errors import MtprunError
@@ -99,16 +99,10 @@ def convert_checkpoint(checkpoint_dir: str | Path, out_path: str | Path | None =
     for t, shape, qtype in layout:
         add_tensor_info(writer, t.name, shape, qtype)
 
-    def produce(t: PlannedTensor, shape: tuple[int, ...], qtype: T) -> Callable[[], np.ndarray]:
-        def run() -> np.ndarray:
-            data = materialize(ckpt, t, hp)
+    def produce(t: PlannedTensor, qtype: T) -> Iterator[np.ndarray]:
+        for block in stream.blocks(ckpt, t, hp):
             if requantized:  # llama-quantize reads the f32 file's values
-                data = data.astype(np.float32, copy=False)
-            return quantize(data.reshape(shape), qtype)
-        return run
+                block = block.astype(np.float32, copy=False)
+            yield quantize(block.reshape(-1, t.shape[-1]), qtype)  # per row: blocks of rows are independent
 
-    def stream() -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
-        for t, shape, qtype in layout:
-            yield t.name, produce(t, shape, qtype)
-
-    return write_gguf(writer, out, stream(), progress)
+    return write_gguf(writer, out, ((t.name, produce(t, qtype)) for t, _, qtype in layout), progress)

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from mtprun.convert import transforms
 from mtprun.convert.checkpoint import SUPPORTED_DTYPES, Checkpoint
 from mtprun.convert.families import Family
@@ -85,19 +83,3 @@ def _stack_experts(tensor: PlannedTensor, by_expert: dict[int, str], hp: dict[st
     tensor.sources = tuple(by_expert[i] for i in range(n_expert))
     tensor.shape = (n_expert, *tensor.shape)
 
-
-def materialize(ckpt: Checkpoint, tensor: PlannedTensor, hp: dict[str, Any]) -> np.ndarray:
-    """Read and transform one planned tensor (float32, or float16 from a float16 checkpoint)."""
-    def one(src: str) -> np.ndarray:
-        return transforms.apply(tensor.transforms, ckpt.load(src), hp)[tensor.part]
-
-    if len(tensor.sources) == 1:
-        data = one(tensor.sources[0])
-    else:  # stacked experts: fill the result one expert at a time
-        first = one(tensor.sources[0])
-        data = np.empty(tensor.shape, first.dtype)
-        data[0] = first
-        for i, src in enumerate(tensor.sources[1:], start=1):
-            data[i] = one(src)
-    assert data.shape == tensor.shape, (tensor.name, data.shape, tensor.shape)
-    return data

@@ -17,9 +17,16 @@ class Progress:
         self.count = 0
         self.start = time.monotonic()
 
-    def update(self, name: str, nbytes: int) -> None:
+    def advance(self, name: str, nbytes: int) -> None:
+        """`nbytes` more of tensor `name` written (called per block, so big tensors show progress)."""
         self.done += nbytes
+        self._draw(name)
+
+    def tensor_done(self, name: str) -> None:
         self.count += 1
+        self._draw(name)
+
+    def _draw(self, name: str) -> None:
         if not self.enabled:
             return
         elapsed = max(time.monotonic() - self.start, 1e-9)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from mtprun.convert import presets
+from mtprun.convert import presets, stream
 from mtprun.convert.checkpoint import widen_bf16
 from mtprun.convert.quantize import quantize
 from mtprun.convert.writer import add_tensor_info, check_target, write_gguf
@@ -18,11 +18,11 @@ from mtprun.runner.errors import MtprunError
 _FLOAT_INPUTS = (T.F32, T.F16, T.BF16)
 
 
-def _as_f32(tensor: gguf.ReaderTensor) -> np.ndarray:
-    raw = np.asarray(tensor.data)
-    if tensor.tensor_type == T.BF16:
-        return widen_bf16(raw.view(np.uint16).reshape(-1))
-    return raw.astype(np.float32, copy=False)
+def _as_f32(rows: np.ndarray) -> np.ndarray:
+    """Float rows, or bfloat16 bit patterns (uint16), as float32."""
+    if rows.dtype == np.uint16:
+        return widen_bf16(rows.reshape(-1)).reshape(rows.shape)
+    return rows.astype(np.float32, copy=False)
 
 
 def _copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, ftype: gguf.LlamaFileType) -> None:
@@ -68,13 +68,16 @@ def quantize_gguf(in_path: str | Path, out_path: str | Path, type: str, force: b
         add_tensor_info(writer, t.name, shape, target)
         layout.append((t, shape, target))
 
-    def produce(t: gguf.ReaderTensor, shape: tuple[int, ...], target: T) -> Callable[[], np.ndarray]:
+    def produce(t: gguf.ReaderTensor, shape: tuple[int, ...], target: T) -> Iterator[np.ndarray]:
+        data = np.asarray(t.data)
         if target == t.tensor_type:  # same type: the bytes are copied unchanged
-            return lambda: np.asarray(t.data).view(np.uint8).reshape(-1)
-        return lambda: quantize(_as_f32(t).reshape(shape), target)
+            yield data.view(np.uint8).reshape(-1)
+            return
+        # gguf-py reads BF16 as raw bytes, two per value.
+        rows = (data.view(np.uint16) if t.tensor_type == T.BF16 else data).reshape(-1, shape[-1])
+        step = max(1, stream.BLOCK_ELEMENTS // shape[-1])
+        for start in range(0, rows.shape[0], step):  # blocks of rows: no whole-tensor float32 copy
+            yield quantize(_as_f32(rows[start:start + step]), target)
 
-    def stream() -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
-        for t, shape, target in layout:
-            yield t.name, produce(t, shape, target)
-
-    return write_gguf(writer, out_path, stream(), progress)
+    return write_gguf(writer, out_path, ((t.name, produce(t, shape, target)) for t, shape, target in layout),
+                      progress)

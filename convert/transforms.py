@@ -2,6 +2,14 @@
 
 Shapes are needed before any data is read, because the GGUF header (with every tensor's shape)
 is written first and the tensors are then streamed one at a time.
+
+A transform is row-local when it maps each slice along the first axis on its own, so a tensor can
+be streamed in blocks of leading rows. Row-local: add_one, neg_exp (elementwise), v_heads_cols
+(permutes within a row) and split_halves on 3-D fused experts (splits within an expert). The rest
+move data between rows, so their tensors are read whole: squeeze (could drop the first axis),
+v_heads_rows, v_heads_scalar and v_heads_after_qk (reorder rows). Those are DeltaNet tensors, the
+largest being Qwen3.5-27B's QKV projection (10240 x 5120, 0.2 GB in float32), far below the
+embeddings and output head.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ class Transform:
     # Both map one input to a list of outputs (a split makes several).
     apply: Callable[[np.ndarray, dict[str, Any]], list[np.ndarray]]
     shape: Callable[[Shape, dict[str, Any]], list[Shape]]
+    # Row-local (see above) on inputs of at least this many dimensions; None: never.
+    row_local_ndim: int | None = None
 
 
 def _same_shape(shape: Shape, hp: dict[str, Any]) -> list[Shape]:
@@ -95,14 +105,14 @@ def _split_halves_shape(shape: Shape, hp: dict[str, Any]) -> list[Shape]:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "add_one": Transform(_add_one, _same_shape),
-    "neg_exp": Transform(_neg_exp, _same_shape),
+    "add_one": Transform(_add_one, _same_shape, row_local_ndim=1),
+    "neg_exp": Transform(_neg_exp, _same_shape, row_local_ndim=1),
     "squeeze": Transform(_squeeze, _squeeze_shape),
     "v_heads_rows": Transform(_v_heads_rows, _same_shape),
     "v_heads_scalar": Transform(_v_heads_scalar, _same_shape),
     "v_heads_after_qk": Transform(_v_heads_after_qk, _same_shape),
-    "v_heads_cols": Transform(_v_heads_cols, _same_shape),
-    "split_halves": Transform(_split_halves, _split_halves_shape),
+    "v_heads_cols": Transform(_v_heads_cols, _same_shape, row_local_ndim=2),
+    "split_halves": Transform(_split_halves, _split_halves_shape, row_local_ndim=3),
 }
 
 
@@ -111,6 +121,12 @@ def output_shapes(names: Sequence[str], shape: Shape, hp: dict[str, Any]) -> lis
     for name in names:
         shapes = [s for sh in shapes for s in TRANSFORMS[name].shape(sh, hp)]
     return shapes
+
+
+def row_local(names: Sequence[str], ndim: int) -> bool:
+    """Whether the transforms, applied to an `ndim`-D tensor, can be applied to blocks of its rows
+    (all of them keep the number of dimensions)."""
+    return all((n := TRANSFORMS[name].row_local_ndim) is not None and ndim >= n for name in names)
 
 
 def apply(names: Sequence[str], array: np.ndarray, hp: dict[str, Any]) -> list[np.ndarray]:

@@ -1,9 +1,9 @@
 """Stream a GGUF file to disk with gguf-py's GGUFWriter, atomically.
 
 The header (metadata and every tensor's name, shape and type) is written first, then each tensor's
-data as it is produced, so only one tensor is in memory. Everything goes to a temporary name in
-the target directory and is renamed into place only when complete: an interrupted run never
-leaves a truncated file under the final name.
+data block by block as it is produced, so at most one tensor (usually one block of its rows) is in
+memory. Everything goes to a temporary name in the target directory and is renamed into place
+only when complete: an interrupted run never leaves a truncated file under the final name.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from math import prod
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from gguf import GGUFWriter, GGMLQuantizationType
@@ -40,9 +40,33 @@ def check_target(out_path: Path, force: bool) -> None:
         raise MtprunError(f"Output directory {out_path.parent} does not exist.")
 
 
-def write_gguf(writer: GGUFWriter, out_path: Path, tensors: Iterable[tuple[str, Callable[[], np.ndarray]]],
+def _write_blocks(writer: GGUFWriter, name: str, blocks: Iterable[np.ndarray], bar: Progress) -> None:
+    """The next declared tensor's data, one block at a time.
+
+    GGUFWriter.write_tensor_data takes a whole tensor, so this does what it does (align the
+    start, write, pad the end, drop the tensor info) with the data arriving in blocks.
+    """
+    infos = writer.tensors[0]
+    assert name == next(iter(infos)), f"tensor {name} written out of declared order"
+    expected = infos.pop(name).nbytes
+    assert writer.fout is not None and len(writer.fout) == 1
+    fout = writer.fout[0]
+    writer.write_padding(fout, fout.tell())
+    written = 0
+    for block in blocks:
+        block = np.ascontiguousarray(block)
+        fout.write(block.data)
+        written += block.nbytes
+        bar.advance(name, block.nbytes)
+    assert written == expected, f"tensor {name}: {written} bytes written, {expected} declared"
+    writer.write_padding(fout, written)
+    bar.tensor_done(name)
+
+
+def write_gguf(writer: GGUFWriter, out_path: Path, tensors: Iterable[tuple[str, Iterable[np.ndarray]]],
                progress: bool) -> Path:
-    """Write the declared metadata and tensors; `tensors` yields (name, producer) in declared order."""
+    """Write the declared metadata and tensors; `tensors` yields (name, blocks) in declared order,
+    where the blocks, concatenated, are the tensor's bytes (each block is produced lazily)."""
     infos = writer.tensors[0]
     bar = Progress(sum(ti.nbytes for ti in infos.values()), len(infos), enabled=progress)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
@@ -50,11 +74,8 @@ def write_gguf(writer: GGUFWriter, out_path: Path, tensors: Iterable[tuple[str, 
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for name, produce in tensors:
-            assert name == next(iter(infos)), f"tensor {name} written out of declared order"
-            data = np.ascontiguousarray(produce())
-            writer.write_tensor_data(data)
-            bar.update(name, data.nbytes)
+        for name, blocks in tensors:
+            _write_blocks(writer, name, blocks, bar)
         writer.close()
         os.replace(tmp, out_path)
     except BaseException:
