@@ -3,20 +3,26 @@
 Weights are uploaded once in their GGUF block formats and read in them by the matmul, get_rows and
 expert kernels (float32 copies exist only for the small tensors that element-wise ops read, when
 they are not float32 already). A Graph is compiled once into a launch list over one activation
-arena; `run` copies the inputs in, launches everything on the default stream and copies only the
-outputs back. KV caches and recurrent states (with their per-token snapshots) stay on the device;
-`commit` only changes which snapshot buffer is the committed one.
+arena, and its launch list is captured once into a CUDA graph. `run` writes the inputs and the
+committed-snapshot indices into page-locked memory, then on one stream: one copy in, one graph
+launch, one copy of the outputs (and the error flag) back, one synchronize. Nothing a step changes
+is baked into the graph: tokens, positions and hidden inputs sit in the arena's input region, and
+which snapshot buffer of each recurrent state is committed is an int in that region that the
+recurrent kernels read. KV caches and recurrent states (with their per-token snapshots) stay on the
+device; `commit` only changes which snapshot buffer is the committed one (a host-side index,
+uploaded with the next run's inputs). MTPRUN_CUDA_GRAPHS=0 launches the kernels one by one instead.
 """
 
 from __future__ import annotations
 
+import os
 from ctypes import c_double, c_float, c_int32, c_int64, c_uint64
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from mtprun.native.cuda.driver import Buffer, Driver, kernel_args
+from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.cuda.plan import plan_arena
 from mtprun.native.numpy_backend import _imrope_uses_text_position
@@ -88,28 +94,35 @@ class _Launch(NamedTuple):
 class _Compiled:
     graph: Graph
     arena: Buffer
+    layout: object  # plan.Layout
+    stage_in: HostBuffer  # page-locked images of the arena's input and output regions
+    stage_out: HostBuffer
+    err: int  # device address of this graph's error flag (in the output region)
     launches: list[_Launch] = field(default_factory=list)
-    inputs: list[tuple[str, int, tuple[int, ...], type]] = field(default_factory=list)
-    outputs: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
-    committed: list[tuple[c_int32, _Recurrent]] = field(default_factory=list)  # launch args refreshed per run
+    inputs: list[tuple[str, np.ndarray, tuple[int, ...], type]] = field(default_factory=list)  # name, staging view
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # name -> staging view
+    extra_outputs: list[tuple[str, int, tuple[int, ...]]] = field(default_factory=list)  # outside the output region
+    committed: list[_Recurrent] = field(default_factory=list)  # committed-index slot j -> state
+    committed_view: np.ndarray | None = None  # int32 staging view of those slots
     touched: list[tuple[_Recurrent, int]] = field(default_factory=list)  # recurrent states a run writes, tokens
     keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
+    cuda_graph: CudaGraph | None = None
 
 
 class CudaBackend:
     name = "cuda"
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, device: int = 0, graphs: bool | None = None) -> None:
         self._drv = Driver(device)
         self._k = Kernels(self._drv)
         self.device_name = self._drv.name
+        self.graphs = os.environ.get("MTPRUN_CUDA_GRAPHS", "1") != "0" if graphs is None else graphs
+        self._stream = self._drv.create_stream()
         self._weights: dict[str, _Weight] = {}
         self._f32: dict[str, Buffer] = {}
         self._kv: dict[str, _Kv] = {}
         self._rec: dict[str, _Recurrent] = {}
         self._compiled: dict[int, _Compiled] = {}
-        self._err = Buffer(self._drv, 4)
-        self._drv.zero(self._err.ptr, 4)
 
     # -- contract: weights and states
     def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:
@@ -174,29 +187,50 @@ class CudaBackend:
         c = self._compiled.get(id(graph))
         if c is None or c.graph is not graph:
             c = self._compiled[id(graph)] = self._compile(graph)
-        drv = self._drv
-        for name, ptr, shape, dtype in c.inputs:
-            drv.upload(ptr, np.ascontiguousarray(np.asarray(inputs[name], dtype).reshape(shape)))
-        for arg, rec in c.committed:
-            arg.value = rec.committed
-        launch = drv.launch_kernel
-        for fn, (gx, gy), block, shared, params, _ in c.launches:
-            rc = launch(fn, gx, gy, 1, block, 1, 1, shared, None, params, None)
+        drv, stream, lay = self._drv, self._stream, c.layout
+        for name, view, shape, dtype in c.inputs:
+            view[...] = np.asarray(inputs[name], dtype).reshape(shape)
+        if c.committed:
+            c.committed_view[:] = [rec.committed for rec in c.committed]
+        rc = drv.htod_async(c.arena.ptr, c.stage_in.ptr, lay.in_bytes, stream)
+        if rc:
+            drv.check(rc, "cuMemcpyHtoDAsync")
+        if c.cuda_graph is not None:
+            rc = drv.graph_launch(c.cuda_graph.exe, stream)
             if rc:
-                drv.check(rc, "cuLaunchKernel")
-        out = {name: drv.download(np.empty(shape, F32), ptr) for name, (ptr, shape) in c.outputs.items()}
-        err = drv.download(np.zeros(1, np.int32), self._err.ptr)[0]
+                drv.check(rc, "cuGraphLaunch")
+        else:
+            launch = drv.launch_kernel
+            for fn, (gx, gy), block, shared, params, _ in c.launches:
+                rc = launch(fn, gx, gy, 1, block, 1, 1, shared, stream, params, None)
+                if rc:
+                    drv.check(rc, "cuLaunchKernel")
+        rc = drv.dtoh_async(c.stage_out.ptr, c.arena.ptr + lay.out_start, lay.out_bytes, stream)
+        if rc:
+            drv.check(rc, "cuMemcpyDtoHAsync")
+        drv.check(drv.stream_sync(stream), "cuStreamSynchronize")
+        err = int(c.stage_out.view(lay.out_extra - lay.out_start, (1,), np.int32)[0])
         if err:
-            drv.zero(self._err.ptr, 4)
-            raise MtprunError(f"graph {graph.name}: {_ERRORS.get(int(err), f'device error {err}')}.")
+            drv.zero(c.err, 4)
+            raise MtprunError(f"graph {graph.name}: {_ERRORS.get(err, f'device error {err}')}.")
+        out = {name: view.copy() for name, view in c.outputs.items()}
+        for name, ptr, shape in c.extra_outputs:
+            out[name] = drv.download(np.empty(shape, F32), ptr)
         for rec, n in c.touched:
             rec.last_n = n
         return out
 
     # -- compilation
     def _compile(self, graph: Graph) -> _Compiled:
-        offsets, size = plan_arena(graph)
-        c = _Compiled(graph, Buffer(self._drv, size))
+        n_rec = sum(nd.op in ("ssm_conv", "delta_net") for nd in graph.nodes)
+        lay = plan_arena(graph, in_extra=4 * n_rec, out_extra=4)
+        offsets = lay.offsets
+        arena = Buffer(self._drv, lay.size)
+        c = _Compiled(graph, arena, lay, HostBuffer(self._drv, lay.in_bytes), HostBuffer(self._drv, lay.out_bytes),
+                      arena.ptr + lay.out_extra)
+        c.committed_view = c.stage_in.view(lay.in_extra, (n_rec,), np.int32)
+        c.stage_in.array[:] = 0
+        self._drv.zero(c.err, 4)
         ptrs: dict[int, int] = {}
         for i, nd in enumerate(graph.nodes):
             if nd.op == "weight":
@@ -207,7 +241,8 @@ class CudaBackend:
                 continue
             ptrs[i] = c.arena.ptr + offsets[i]
             if nd.op == "input":
-                c.inputs.append((nd.attrs["name"], ptrs[i], nd.shape, np.int32 if nd.attrs["dtype"] == "i32" else F32))
+                dtype = np.int32 if nd.attrs["dtype"] == "i32" else F32
+                c.inputs.append((nd.attrs["name"], c.stage_in.view(offsets[i], nd.shape, dtype), nd.shape, dtype))
                 continue
             args = []
             for slot, src in enumerate(nd.inputs):
@@ -218,7 +253,16 @@ class CudaBackend:
                     args.append(ptrs[src])
             shapes = [graph.nodes[s].shape for s in nd.inputs]
             getattr(self, f"_emit_{nd.op}")(c, nd, ptrs[i], args, shapes)
-        c.outputs = {name: (ptrs[i], graph.nodes[i].shape) for name, i in graph.outputs.items()}
+        for name, i in graph.outputs.items():
+            off = ptrs[i] - arena.ptr if i in ptrs else -1
+            if lay.out_start <= off < lay.out_extra:
+                c.outputs[name] = c.stage_out.view(off - lay.out_start, graph.nodes[i].shape, F32)
+            else:  # an input or a weight named as an output: read back on its own
+                c.extra_outputs.append((name, ptrs[i] if i in ptrs else self._f32_ptr(graph.nodes[i]), graph.nodes[i].shape))
+        assert len(c.committed) == n_rec
+        if self.graphs:
+            self._drv.synchronize()  # the index and table uploads of compilation are done
+            c.cuda_graph = CudaGraph(self._drv, self._stream, c.launches)
         return c
 
     def _weight(self, nd: Node) -> _Weight:
@@ -258,11 +302,11 @@ class CudaBackend:
             raise MtprunError(f"graph {graph.name}: state {name} is {st.spec.shape}, the graph needs {shape}.")
         return st
 
-    def _committed_arg(self, c: _Compiled, rec: _Recurrent, n: int) -> c_int32:
-        arg = c_int32(0)
-        c.committed.append((arg, rec))
+    def _committed_arg(self, c: _Compiled, rec: _Recurrent, n: int) -> c_uint64:
+        """Device address of the int that tells this launch which buffer of `rec` is committed."""
+        c.committed.append(rec)
         c.touched.append((rec, n))
-        return arg
+        return _p(c.arena.ptr + c.layout.in_extra + 4 * (len(c.committed) - 1))
 
     # -- ops (one _emit_ per runner.graph op that launches kernels)
     def _matmul(self, c: _Compiled, x: int, w: _Weight, y: int, n: int) -> None:
@@ -277,7 +321,7 @@ class CudaBackend:
     def _emit_get_rows(self, c, nd, out, args, shapes) -> None:
         w: _Weight = args[0]
         self._launch(c, f"get_rows_{w.suffix}", (nd.shape[0], 1), 128,
-                     [_p(w.buf.ptr), _l(w.row_bytes), _p(args[1]), _p(out), _i(nd.shape[1]), _i(w.tensor.shape[0]), _p(self._err.ptr)])
+                     [_p(w.buf.ptr), _l(w.row_bytes), _p(args[1]), _p(out), _i(nd.shape[1]), _i(w.tensor.shape[0]), _p(c.err)])
 
     def _norm(self, c, nd, out, args, shapes, l2: int) -> None:
         d = nd.shape[-1]
@@ -378,7 +422,7 @@ class CudaBackend:
         n_ctx = kv.spec.shape[0]
         q, k, v, pos = args
         self._launch(c, "kv_write", (n * n_kv, 1), 128,
-                     [_p(k), _p(v), _p(pos), _p(kv.k.ptr), _p(kv.v.ptr), _i(n_kv), _i(d), _i(n_ctx), _p(self._err.ptr)])
+                     [_p(k), _p(v), _p(pos), _p(kv.k.ptr), _p(kv.v.ptr), _i(n_kv), _i(d), _i(n_ctx), _p(c.err)])
         self._launch(c, "attention", (n * n_head, 1), 128,
                      [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), c_float(nd.attrs["scale"]), _i(n_ctx)])
 

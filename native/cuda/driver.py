@@ -1,5 +1,8 @@
 """The CUDA driver API (libcuda.so.1) through ctypes: one device, its primary context, memory,
-modules and kernel launches on the legacy default stream (which orders copies and launches)."""
+modules, kernel launches, and CUDA graphs: a launch list captured once on a stream
+(cuStreamBeginCapture / cuStreamEndCapture), instantiated, then replayed with one cuGraphLaunch.
+Work runs on one blocking stream, so the synchronous copies and memsets of the legacy default
+stream (weight uploads, state resets and reads) stay ordered with it."""
 
 from __future__ import annotations
 
@@ -31,7 +34,23 @@ _SIGNATURES: dict[str, list] = {
     "cuModuleGetFunction": [POINTER(c_void_p), c_void_p, c_char_p],
     "cuLaunchKernel": [c_void_p, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_void_p, c_void_p, c_void_p],
     "cuGetErrorString": [c_int, POINTER(c_char_p)],
+    "cuCtxSynchronize": [],
+    "cuStreamCreate": [POINTER(c_void_p), c_uint],
+    "cuStreamDestroy_v2": [c_void_p],
+    "cuStreamSynchronize": [c_void_p],
+    "cuStreamBeginCapture_v2": [c_void_p, c_int],
+    "cuStreamEndCapture": [c_void_p, POINTER(c_void_p)],
+    "cuGraphInstantiateWithFlags": [POINTER(c_void_p), c_void_p, c_uint64],
+    "cuGraphLaunch": [c_void_p, c_void_p],
+    "cuGraphExecDestroy": [c_void_p],
+    "cuGraphDestroy": [c_void_p],
+    "cuMemAllocHost_v2": [POINTER(c_void_p), c_size_t],
+    "cuMemFreeHost": [c_void_p],
+    "cuMemcpyHtoDAsync_v2": [c_uint64, c_void_p, c_size_t, c_void_p],
+    "cuMemcpyDtoHAsync_v2": [c_void_p, c_uint64, c_size_t, c_void_p],
 }
+_STREAM_DEFAULT = 0  # a blocking stream: ordered with the legacy default stream
+_CAPTURE_RELAXED = 2
 
 
 class CudaError(MtprunError):
@@ -70,7 +89,12 @@ class Driver:
         ctx = c_void_p()
         self.check(lib.cuDevicePrimaryCtxRetain(byref(ctx), self.device), "cuDevicePrimaryCtxRetain")
         self.check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-        self.launch_kernel = lib.cuLaunchKernel  # bound once: the hot path checks its code itself
+        # Bound once: the hot path checks their codes itself.
+        self.launch_kernel = lib.cuLaunchKernel
+        self.graph_launch = lib.cuGraphLaunch
+        self.htod_async = lib.cuMemcpyHtoDAsync_v2
+        self.dtoh_async = lib.cuMemcpyDtoHAsync_v2
+        self.stream_sync = lib.cuStreamSynchronize
 
     def _attr(self, attr: int) -> int:
         v = c_int()
@@ -107,6 +131,54 @@ class Driver:
     def zero(self, ptr: int, nbytes: int) -> None:
         self.check(self._lib.cuMemsetD8_v2(ptr, 0, nbytes), "cuMemsetD8")
 
+    def alloc_host(self, nbytes: int) -> int:
+        """Page-locked host memory (asynchronous copies from and to it need no staging)."""
+        p = c_void_p()
+        self.check(self._lib.cuMemAllocHost_v2(byref(p), max(int(nbytes), 1)), f"cuMemAllocHost ({nbytes} bytes)")
+        return p.value
+
+    def free_host(self, ptr: int) -> None:
+        self.check(self._lib.cuMemFreeHost(c_void_p(ptr)), "cuMemFreeHost")
+
+    def synchronize(self) -> None:
+        self.check(self._lib.cuCtxSynchronize(), "cuCtxSynchronize")
+
+    # -- streams and graphs
+    def create_stream(self) -> c_void_p:
+        s = c_void_p()
+        self.check(self._lib.cuStreamCreate(byref(s), _STREAM_DEFAULT), "cuStreamCreate")
+        return s
+
+    def destroy_stream(self, stream: c_void_p) -> None:
+        self.check(self._lib.cuStreamDestroy_v2(stream), "cuStreamDestroy")
+
+    def capture(self, stream: c_void_p, launches: Sequence) -> tuple[c_void_p, c_void_p]:
+        """Capture (fn, (gx, gy), block, shared, params, ...) launches on `stream` into a graph;
+        returns (graph, instantiated graph)."""
+        lib = self._lib
+        self.check(lib.cuStreamBeginCapture_v2(stream, _CAPTURE_RELAXED), "cuStreamBeginCapture")
+        rc = 0
+        try:
+            for fn, (gx, gy), block, shared, params, *_ in launches:
+                rc = lib.cuLaunchKernel(fn, gx, gy, 1, block, 1, 1, shared, stream, params, None)
+                if rc:
+                    break
+        finally:
+            graph = c_void_p()
+            end = lib.cuStreamEndCapture(stream, byref(graph))
+        self.check(rc, "cuLaunchKernel (capturing)")
+        self.check(end, "cuStreamEndCapture")
+        exe = c_void_p()
+        rc = lib.cuGraphInstantiateWithFlags(byref(exe), graph, 0)
+        if rc:
+            lib.cuGraphDestroy(graph)
+            self.check(rc, "cuGraphInstantiate")
+        return graph, exe
+
+    def destroy_graph(self, graph: c_void_p, exe: c_void_p) -> None:
+        self._lib.cuGraphExecDestroy(exe)
+        self._lib.cuGraphDestroy(graph)
+
     # -- modules and launches
     def load_module(self, image: bytes) -> c_void_p:
         mod = c_void_p()
@@ -132,6 +204,43 @@ class Buffer:
             try:
                 self.driver.free(ptr)
             except Exception:  # interpreter shutdown: the context is going away anyway
+                pass
+
+
+class HostBuffer:
+    """Page-locked host memory owned by a Python object, with a uint8 NumPy view; freed with it."""
+
+    def __init__(self, driver: Driver, nbytes: int) -> None:
+        self.driver, self.nbytes = driver, int(nbytes)
+        self.ptr = driver.alloc_host(nbytes)
+        self.array = np.frombuffer((ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr), np.uint8)
+
+    def view(self, offset: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+        count = int(np.prod(shape, dtype=np.int64))
+        return self.array[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+    def __del__(self) -> None:
+        ptr, self.ptr = getattr(self, "ptr", 0), 0
+        if ptr:
+            try:
+                self.driver.free_host(ptr)
+            except Exception:
+                pass
+
+
+class CudaGraph:
+    """An instantiated CUDA graph of a launch list, replayed with `launch`; destroyed with it."""
+
+    def __init__(self, driver: Driver, stream: c_void_p, launches: Sequence) -> None:
+        self.driver = driver
+        self.graph, self.exe = driver.capture(stream, launches)
+
+    def __del__(self) -> None:
+        exe, self.exe = getattr(self, "exe", None), None
+        if exe:
+            try:
+                self.driver.destroy_graph(self.graph, exe)
+            except Exception:
                 pass
 
 

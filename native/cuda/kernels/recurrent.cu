@@ -1,10 +1,12 @@
 // Recurrent ops over a state with snapshots. The state lives in m + 1 buffers of `size` floats:
-// buffer `committed` holds the committed value; the state after token t of this run (for the last m
+// buffer `committed` (read from device memory at *committed_p, so that a captured CUDA graph replays
+// with whatever the host committed since) holds the committed value; the state after token t of this run (for the last m
 // tokens) goes to snapshot slot t - max(n - m, 0), in the buffers other than the committed one.
 
 // Depthwise causal conv of x [n, C] with w [C, K] over (state [K-1, C] ++ x); one thread per channel.
 template <int K>
-__device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* o, float* bufs, i64 size, int committed, int m, int n, int C) {
+__device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, int n, int C) {
+    const int committed = *committed_p;
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float win[K - 1], wc[K];
@@ -36,7 +38,8 @@ __device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* 
 // head's state S [S(k), S(v)] in registers, so no step needs another thread's sums.
 template <int S>
 __device__ __forceinline__ void delta_net(const float* q, const float* k, const float* v, const float* g, const float* beta, float* o,
-                                          float* bufs, i64 size, int committed, int m, int n, int n_k_head, int n_v_head) {
+                                          float* bufs, i64 size, const int* committed_p, int m, int n, int n_k_head, int n_v_head) {
+    const int committed = *committed_p;
     __shared__ float qs[S], ks[S];
     const int h = blockIdx.x, hk = h % n_k_head, j = threadIdx.x;
     const i64 head = (i64)h * S * S;
@@ -75,9 +78,9 @@ __device__ __forceinline__ void delta_net(const float* q, const float* k, const 
 }
 
 #define SSM_CONV(K)                                                                                            \
-    extern "C" __global__ void ssm_conv_##K(const float* x, const float* w, float* o, float* bufs, i64 size, int committed, int m, \
+    extern "C" __global__ void ssm_conv_##K(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, \
                                             int n, int C) {                                                    \
-        ssm_conv<K>(x, w, o, bufs, size, committed, m, n, C);                                                  \
+        ssm_conv<K>(x, w, o, bufs, size, committed_p, m, n, C);                                                  \
     }
 SSM_CONV(2)
 SSM_CONV(3)
@@ -86,9 +89,9 @@ SSM_CONV(5)
 
 #define DELTA_NET(S)                                                                                           \
     extern "C" __global__ void __launch_bounds__(S) delta_net_##S(const float* q, const float* k, const float* v, const float* g, \
-                                                                  const float* beta, float* o, float* bufs, i64 size, int committed, \
+                                                                  const float* beta, float* o, float* bufs, i64 size, const int* committed_p, \
                                                                   int m, int n, int n_k_head, int n_v_head) { \
-        delta_net<S>(q, k, v, g, beta, o, bufs, size, committed, m, n, n_k_head, n_v_head);                    \
+        delta_net<S>(q, k, v, g, beta, o, bufs, size, committed_p, m, n, n_k_head, n_v_head);                    \
     }
 DELTA_NET(32)
 DELTA_NET(64)
