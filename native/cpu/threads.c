@@ -29,6 +29,7 @@ struct mtp_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake, idle, changed;
     int generation, stop, active;  /* under mu; active: workers inside a task */
+    int closed;                    /* under mu; set by quiesce until the next run: no worker enters */
     mtp_task fn;
     void *arg;
     atomic_int sleepers;           /* threads blocked in mtp_wait_above */
@@ -57,6 +58,10 @@ static void *worker(void *raw) {
             return NULL;
         }
         seen = p->generation;
+        if (p->closed) {  /* woke too late: that run is over and the next one is being set up */
+            pthread_mutex_unlock(&p->mu);
+            continue;
+        }
         mtp_task fn = p->fn;
         void *arg = p->arg;
         p->active++;
@@ -115,8 +120,11 @@ void mtp_pool_free(mtp_pool *p) {
 
 int mtp_pool_size(const mtp_pool *p) { return p->n; }
 
+/* Also closes the pool: a worker that wakes late for the last run (after the caller finished it)
+ * must not enter the shared state the caller is about to reset; mtp_pool_run reopens it. */
 void mtp_pool_quiesce(mtp_pool *p) {
     pthread_mutex_lock(&p->mu);
+    p->closed = 1;
     while (p->active > 0)
         pthread_cond_wait(&p->idle, &p->mu);
     pthread_mutex_unlock(&p->mu);
@@ -128,6 +136,7 @@ void mtp_pool_run(mtp_pool *p, mtp_task fn, void *arg) {
         pthread_mutex_lock(&p->mu);
         p->fn = fn;
         p->arg = arg;
+        p->closed = 0;
         p->generation++;
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
