@@ -84,7 +84,11 @@ class AdaptiveDepth:
     def best_depth(self, limit: int) -> int:
         top = min(self.n_max, limit)
         if not self.verify_cost:
-            return top  # nothing measured yet: start deep, the estimates correct it
+            # nothing measured yet: one draft, whose cost and acceptance are then measured; deeper
+            # depths are predicted from there (untested positions keep the prior), so good drafts
+            # go deep on the next step, while a model whose drafts fail has paid for one, not n_max
+            # (on a 4B-shape model a draft call costs ~1/4 of a verify: starting at 4 cost ~2x)
+            return min(top, 1)
         return max(range(top + 1), key=lambda n: (self.tokens_per_second(n), -n))
 
     def predicted_speedup(self) -> float:

@@ -56,7 +56,7 @@ typedef void (*mtp_task)(void *arg, int ith, int nth);
 mtp_pool *mtp_pool_create(int n_threads);
 void mtp_pool_free(mtp_pool *p);
 int mtp_pool_size(const mtp_pool *p);
-void mtp_pool_quiesce(mtp_pool *p);                       /* wait until no worker is inside a task */
+void mtp_pool_quiesce(mtp_pool *p);  /* wait until no worker is inside a task; none enters until the next run */
 /* fn on every thread, the caller included; returns when the caller's fn does, so fn must make the
  * caller wait for the work itself. `arg` must stay valid until the next quiesce. */
 void mtp_pool_run(mtp_pool *p, mtp_task fn, void *arg);
@@ -81,15 +81,19 @@ enum { MTP_OK = 0, MTP_ERR_POS = 1, MTP_ERR_TYPE = 2, MTP_ERR_ID = 3, MTP_ERR_ME
 /* ---- weight formats (quants.c, dispatched to the best SIMD variant at load) */
 typedef void (*mtp_dequant_fn)(const void *src, float *dst, int64_t k);
 typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
+/* out[t * ldo] = dot(decoded row w, x + t * ldx) for t < nt (1..4), bit-identical to dequant + dot */
+typedef void (*mtp_vdot_fn)(const void *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
+    mtp_vdot_fn vdot[T_COUNT];        /* fused decode-and-dot; NULL: decode a tile, then dot */
 } mtp_kernels;
 extern mtp_kernels mtp_k;
 int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
 float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
 int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
+void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot entries (AVX2 CPUs only) */
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
  * part `part` of `nparts` computes its share of the m output columns */

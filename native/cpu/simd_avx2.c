@@ -219,6 +219,7 @@ int mtp_kernels_avx2(mtp_kernels *kt) {
     kt->dequant[T_Q5_K] = deq_q5_k;
     kt->dequant[T_Q6_K] = deq_q6_k;
     kt->dot = dot_avx2;
+    mtp_fused_avx2(kt);  /* bit-identical to deq_* + dot_avx2 above */
     return 1;
 }
 
