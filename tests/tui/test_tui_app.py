@@ -76,9 +76,10 @@ def test_reply_streams_is_saved_and_stats_bar_matches(model, store, settings):
 
 
 def test_escape_stops_at_once_and_next_reply_is_a_fresh_contexts(model, store, settings, monkeypatch):
-    # a slower machine: each model step takes 20 ms more, so the reply cannot end before Esc
+    # a slower machine while the first reply streams: each model step takes 100 ms more, so the
+    # reply cannot end (400 tokens, or end-of-generation) before Esc arrives
     run_step = model._ctx.backend.run
-    monkeypatch.setattr(model._ctx.backend, "run", lambda graph, inputs: (time.sleep(0.02), run_step(graph, inputs))[1])
+    monkeypatch.setattr(model._ctx.backend, "run", lambda graph, inputs: (time.sleep(0.1), run_step(graph, inputs))[1])
 
     async def scenario():
         app = make_app(store, model, replace(settings, n_predict=400))
@@ -98,6 +99,7 @@ def test_escape_stops_at_once_and_next_reply_is_a_fresh_contexts(model, store, s
             stopped = screen.conv.last_reply()
             assert stopped.stopped and 4 <= len(stopped.token_ids) < 400
             assert store.messages(screen.conv.session_id)[-1].stopped
+            monkeypatch.undo()
             screen.conv.settings.n_predict = 16
             await send(pilot, "Now pop.")
             history = [{"role": "user", "content": "Write a class for a stack."},
