@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import OPS, Graph, Node, StateSpec, WeightTensor
 
@@ -299,7 +300,7 @@ class CpuBackend:
                 c.ia[j] = s
             for field_, shp in (("sa", shapes[0]), ("sb", shapes[1])):
                 strides = getattr(c, field_)
-                for j, s in enumerate(_broadcast_strides(shp, shape4)):
+                for j, s in enumerate(broadcast_strides(shp, shape4)):
                     strides[j] = s
         elif nd.op == "scale":
             c.fa[0] = a["factor"]
@@ -340,16 +341,6 @@ class CpuBackend:
         if spec.kind != kind or got != tuple(shape):
             raise MtprunError(f"graph {graph.name}: state {name} is {spec.kind} {spec.shape}, the graph needs {kind} {shape}.")
         return i
-
-
-def _broadcast_strides(shape: tuple[int, ...], out4: tuple[int, ...]) -> list[int]:
-    """Element strides of a C-contiguous array of `shape` read as the 4-D `out4` (0 on broadcast dims)."""
-    shape4 = (1,) * (4 - len(shape)) + tuple(shape)
-    strides, step = [0] * 4, 1
-    for j in range(3, -1, -1):
-        strides[j] = step if shape4[j] == out4[j] else 0
-        step *= shape4[j]
-    return strides
 
 
 def _plan_arena(graph: Graph) -> tuple[dict[int, int], int]:

@@ -26,6 +26,7 @@ from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, ker
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.cuda.plan import plan_arena
 from mtprun.native.numpy_backend import _imrope_uses_text_position
+from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
 
@@ -344,7 +345,7 @@ class CudaBackend:
     def _binary(self, c, nd, out, args, shapes, op: int) -> None:
         shape4 = (1,) * (4 - len(nd.shape)) + tuple(nd.shape)
         total = int(np.prod(shape4, dtype=np.int64))
-        strides = [_l(s) for shp in shapes for s in _broadcast_strides(shp, shape4)]
+        strides = [_l(s) for shp in shapes for s in broadcast_strides(shp, shape4)]
         self._launch(c, "binary", self._grid(total), 256,
                      [_p(args[0]), _p(args[1]), _p(out), _l(total), _i(op), _l(shape4[1]), _l(shape4[2]), _l(shape4[3]), *strides])
 
@@ -469,13 +470,3 @@ class CudaBackend:
         buf = Buffer(self._drv, nbytes)
         c.keep.append(buf)
         return buf.ptr
-
-
-def _broadcast_strides(shape: tuple[int, ...], out4: tuple[int, ...]) -> list[int]:
-    """Element strides of a C-contiguous array of `shape` read as the 4-D `out4` (0 on broadcast dims)."""
-    shape4 = (1,) * (4 - len(shape)) + tuple(shape)
-    strides, step = [0] * 4, 1
-    for j in range(3, -1, -1):
-        strides[j] = step if shape4[j] == out4[j] else 0
-        step *= shape4[j]
-    return strides
