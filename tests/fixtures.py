@@ -46,3 +46,21 @@ def backend_params():
     except MtprunError as exc:
         cpu = pytest.param("cpu", marks=pytest.mark.skip(reason=str(exc)))
     return [pytest.param("numpy"), cpu]
+
+
+def rows_in_batches(m, prefix: list[int], cont: list[int], sizes: list[int]):
+    """Logits and hidden rows of `cont` after `prefix`, fed to m's context in batches of the given sizes."""
+    import numpy as np
+
+    ctx = m._ctx
+    ctx.reset()
+    ctx.prefill(prefix, 0, 512, logits_last=False)
+    logits, hidden, pos = [], [], len(prefix)
+    for size in sizes:
+        chunk = cont[pos - len(prefix) : pos - len(prefix) + size]
+        lg, h = ctx.trunk(chunk, pos, list(range(len(chunk))))
+        ctx.commit(len(chunk))
+        logits.append(lg)
+        hidden.append(h)
+        pos += len(chunk)
+    return np.concatenate(logits), np.concatenate(hidden)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mtprun
-from fixtures import EXACT_TOLERANCE, FIXTURES, MODELS, SHIPPED_TYPES, model_file, needs_fixtures, prompts, ref_json, row_relative_error
+from fixtures import EXACT_TOLERANCE, FIXTURES, MODELS, SHIPPED_TYPES, model_file, needs_fixtures, prompts, ref_json, row_relative_error, rows_in_batches
 from mtprun.native import create_backend
 from mtprun.native.numpy_backend import NumpyBackend
 from mtprun.runner.errors import MtprunError
@@ -277,21 +277,6 @@ def test_logits_match_exact_reference(model, qtype, capsys):
         assert err <= EXACT_TOLERANCE, f"{name}: {err}"
 
 
-def _rows_in_batches(m: mtprun.Model, prefix: list[int], cont: list[int], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    ctx = m._ctx
-    ctx.reset()
-    ctx.prefill(prefix, 0, 512, logits_last=False)
-    logits, hidden, pos = [], [], len(prefix)
-    for size in sizes:
-        chunk = cont[pos - len(prefix) : pos - len(prefix) + size]
-        lg, h = ctx.trunk(chunk, pos, list(range(len(chunk))))
-        ctx.commit(len(chunk))
-        logits.append(lg)
-        hidden.append(h)
-        pos += len(chunk)
-    return np.concatenate(logits), np.concatenate(hidden)
-
-
 @needs_cuda
 @needs_fixtures
 @pytest.mark.parametrize("name", MODELS)
@@ -299,9 +284,9 @@ def test_rows_are_bitwise_equal_whatever_the_batch(name):
     m = _model(name)
     ids = next(iter(prompts(name).values()))
     prefix, cont = ids[:-5], ids[-5:]
-    base = _rows_in_batches(m, prefix, cont, [1, 1, 1, 1, 1])
+    base = rows_in_batches(m, prefix, cont, [1, 1, 1, 1, 1])
     for sizes in ([2, 2, 1], [4, 1], [1, 4], [5]):
-        logits, h = _rows_in_batches(m, prefix, cont, sizes)
+        logits, h = rows_in_batches(m, prefix, cont, sizes)
         assert np.array_equal(logits, base[0]) and np.array_equal(h, base[1]), sizes
 
 

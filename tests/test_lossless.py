@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mtprun
-from fixtures import MODELS, backend_params, model_file, needs_fixtures, prompts
+from fixtures import MODELS, backend_params, rows_in_batches, model_file, needs_fixtures, prompts
 
 pytestmark = needs_fixtures
 
@@ -21,31 +21,15 @@ def _model(name: str, backend: str) -> mtprun.Model:
     return _CACHE[(name, backend)]
 
 
-def _rows_in_batches(m: mtprun.Model, prefix: list[int], cont: list[int], sizes: list[int]):
-    """Logits and hidden rows of `cont` after `prefix`, fed in batches of the given sizes."""
-    ctx = m._ctx
-    ctx.reset()
-    ctx.prefill(prefix, 0, 512, logits_last=False)
-    logits, hidden, pos = [], [], len(prefix)
-    for size in sizes:
-        chunk = cont[pos - len(prefix): pos - len(prefix) + size]
-        lg, h = ctx.trunk(chunk, pos, list(range(len(chunk))))
-        ctx.commit(len(chunk))
-        logits.append(lg)
-        hidden.append(h)
-        pos += len(chunk)
-    return np.concatenate(logits), np.concatenate(hidden)
-
-
 @pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("name", MODELS)
 def test_rows_are_bitwise_equal_whatever_the_batch(name, backend):
     m = _model(name, backend)
     ids = next(iter(prompts(name).values()))
     prefix, cont = ids[:-5], ids[-5:]
-    base_logits, base_h = _rows_in_batches(m, prefix, cont, [1, 1, 1, 1, 1])
+    base_logits, base_h = rows_in_batches(m, prefix, cont, [1, 1, 1, 1, 1])
     for sizes in ([2, 2, 1], [4, 1], [1, 4], [5]):
-        logits, h = _rows_in_batches(m, prefix, cont, sizes)
+        logits, h = rows_in_batches(m, prefix, cont, sizes)
         assert np.array_equal(logits, base_logits), sizes
         assert np.array_equal(h, base_h), sizes
 
