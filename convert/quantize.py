@@ -1,9 +1,11 @@
 """Turn a float tensor into the bytes of one GGML type, in row chunks spread over CPU threads.
 
-F16 is numpy's (round-to-nearest-even, as ggml); BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 come from
-gguf-py, whose quantizers reproduce ggml's reference ones bit for bit; Q4_K, Q5_K and Q6_K are ours
-(kquants.py). Chunking bounds the temporaries, and numpy releases the GIL inside its loops, so
-threads give a real speed-up on big tensors.
+F16 is numpy's (round-to-nearest-even, as ggml); every other type goes to the C quantizers
+(native_quant.py, native/cpu/quantize.c, threaded inside one call) when the native library is built
+and MTPRUN_QUANT_NUMPY is not set. The NumPy path below is their reference and the fallback: BF16,
+Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 come from gguf-py, whose quantizers reproduce ggml's reference ones
+bit for bit; Q4_K, Q5_K and Q6_K are ours (kquants.py). Chunking bounds the temporaries, and numpy
+releases the GIL inside its loops, so threads give a real speed-up on big tensors.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
-from mtprun.convert import kquants
+from mtprun.convert import kquants, native_quant
 
 # Roughly 1 MiB of float32 per chunk: small enough for the K-quant temporaries to stay in cache.
 CHUNK_ELEMENTS = 1 << 18
@@ -85,6 +87,10 @@ def quantize(data: np.ndarray, qtype: T, threads: int | None = None) -> np.ndarr
     if ncols % GGML_QUANT_SIZES[qtype][0] != 0:
         raise ValueError(f"rows of {ncols} values are not a whole number of {qtype.name} blocks")
     rows = data.reshape(-1, ncols)
+    if qtype in native_quant.TYPES:
+        out = native_quant.quantize_rows(qtype, rows, threads)
+        if out is not None:
+            return out.reshape(*data.shape[:-1], -1)
     step = max(1, CHUNK_ELEMENTS // max(ncols, 1))
     if rows.shape[0] <= step:
         return _rows(rows, qtype).reshape(*data.shape[:-1], -1)

@@ -12,7 +12,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGUFReader, GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
-from mtprun.convert import convert_checkpoint, kquants, presets
+from mtprun.convert import convert_checkpoint, kquants, native_quant, presets
 from mtprun.convert.quantize import quantize
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -72,9 +72,14 @@ def tinycoder_f32(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndar
     return {t.name: np.array(t.data) for t in GGUFReader(str(path)).tensors}
 
 
+@pytest.mark.parametrize("path", ["default", "numpy"])
 @pytest.mark.parametrize("qtype", BLOCK_TYPES)
-def test_block_quantizer_matches_llamacpp(tinycoder_f32: dict[str, np.ndarray], qtype: T) -> None:
-    """Each quantizer reproduces llama.cpp's bytes for every tinycoder tensor llama.cpp stored in it."""
+def test_block_quantizer_matches_llamacpp(tinycoder_f32: dict[str, np.ndarray], qtype: T, path: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each quantizer reproduces llama.cpp's bytes for every tinycoder tensor llama.cpp stored in it,
+    on the default path (C when built) and on the NumPy reference."""
+    if path == "numpy":
+        monkeypatch.setenv(native_quant.ENV_NUMPY, "1")
     checked = 0
     for manifest in sorted((FIXTURES / "tinycoder" / "manifest").glob("llamacpp-*.json")):
         for t in json.loads(manifest.read_text())["tensors"]:
@@ -107,3 +112,96 @@ def test_quantize_mix_q4_k_m() -> None:
     assert [i for i in range(8) if types[f"blk.{i}.attn_v.weight"] == T.Q6_K] == [0, 3, 6, 7]
     assert all(types[f"blk.{i}.attn_q.weight"] == T.Q4_K for i in range(8))
     assert mix.target("blk.0.attn_norm.weight", (256,), T.F32) == T.F32
+
+
+# ---- the C quantizers (native/cpu/quantize.c) against the NumPy path, their reference
+
+C_TYPES = (T.BF16, *BLOCK_TYPES)
+
+
+def _c_or_skip() -> None:
+    reason = native_quant.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the C quantizers are unavailable ({reason})")
+
+
+def _numpy(x: np.ndarray, qtype: T, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setenv(native_quant.ENV_NUMPY, "1")
+        with np.errstate(all="ignore"):
+            return np.asarray(quantize(x, qtype)).view(np.uint8)
+
+
+def _hard_rows(seed: int, k: int = 768) -> dict[str, np.ndarray]:
+    """Rows that reach the quantizers' corners: zeros of both signs, one nonzero, constant blocks,
+    one-signed blocks, tiny / subnormal / huge (overflowing x^2) values, sub-blocks of very
+    different scales (6-bit scales that round to 0), random bit patterns and infinities."""
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal((9, k)).astype(np.float32)
+    cases = {"normal": normal * 0.02, "wide": normal * 10.0 ** rng.integers(-38, 38, normal.shape)}
+    zeros = np.zeros((4, k), np.float32)
+    zeros[1:3, ::3] = -0.0
+    zeros[2, 7] = zeros[3, 300] = rng.standard_normal()
+    cases["zeros"] = zeros
+    const = np.ones((4, k), np.float32) * np.array([[1.0], [-3.0], [1e-20], [0.25]], np.float32)
+    cases["constant"] = const
+    cases["negative"] = -np.abs(normal)
+    cases["positive"] = np.abs(normal)
+    for name, scale in (("tiny", 1e-30), ("subnormal", 1e-40), ("huge", 1e30), ("large", 1e18)):
+        cases[name] = (normal * np.float32(scale)).astype(np.float32)
+    cases["extreme"] = (np.sign(normal) * np.float32(3.4e38)).astype(np.float32)
+    cases["integers"] = rng.integers(-3, 4, (9, k)).astype(np.float32)
+    for sub in (16, 32):
+        f = 10.0 ** rng.uniform(-12, 12, (9, k // sub, 1)) * (rng.random((9, k // sub, 1)) < 0.8)
+        cases[f"scales{sub}"] = (rng.standard_normal((9, k // sub, sub)) * f).reshape(9, k).astype(np.float32)
+    bits = rng.integers(0, 2**32, (9, k), dtype=np.uint64).astype(np.uint32).view(np.float32)
+    cases["bits"] = np.where(np.isfinite(bits), bits, np.float32(1))
+    cases["inf"] = np.where(rng.random((9, k)) < 0.01, np.float32(np.inf), normal)
+    return cases
+
+
+@pytest.mark.parametrize("qtype", C_TYPES)
+def test_c_quantizers_match_numpy(qtype: T, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C path gives the NumPy path's bytes, with the portable and the AVX2 search, on 1 or 3
+    threads (rows are split into chunks, and a tail of K-quant super-blocks is padded)."""
+    _c_or_skip()
+    try:
+        for seed in range(2):
+            for name, x in _hard_rows(seed).items():
+                ref = _numpy(x, qtype, monkeypatch)
+                for simd in (0, 1):
+                    if native_quant.set_simd(simd) != simd:
+                        continue  # no AVX2 on this CPU
+                    for threads in (1, 3):
+                        got = native_quant.quantize_rows(qtype, x, threads)
+                        assert got.shape == ref.shape, name
+                        assert np.array_equal(got, ref), f"{name} seed={seed} simd={simd} threads={threads}"
+    finally:
+        native_quant.set_simd(99)
+
+
+@pytest.mark.parametrize("qtype", (T.Q8_0, T.Q4_K, T.Q6_K))
+def test_c_quantizers_threads_and_chunks(qtype: T, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor of many chunks: the same bytes as NumPy for any thread count, through quantize()."""
+    _c_or_skip()
+    x = (np.random.default_rng(3).standard_normal((257, 1280)) * 0.02).astype(np.float32)
+    x[::7] *= 50
+    ref = _numpy(x, qtype, monkeypatch)
+    assert native_quant.available(qtype)
+    for threads in (1, 2, 5):
+        assert np.array_equal(quantize(x, qtype, threads=threads), ref)
+    # leading axes and non-float32 input are handled as the NumPy path handles them
+    x3 = x[:256].reshape(4, 64, 1280).astype(np.float16)
+    assert np.array_equal(quantize(x3, qtype), _numpy(x3, qtype, monkeypatch).reshape(4, 64, -1))
+
+
+def test_c_quantizers_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MTPRUN_QUANT_NUMPY=1, or no built library, falls back to the NumPy path."""
+    x = np.random.default_rng(4).standard_normal((8, 512)).astype(np.float32)
+    expected = _numpy(x, T.Q4_K, monkeypatch)
+    monkeypatch.setenv(native_quant.ENV_NUMPY, "1")
+    assert not native_quant.available(T.Q4_K) and native_quant.quantize_rows(T.Q4_K, x) is None
+    monkeypatch.delenv(native_quant.ENV_NUMPY)
+    monkeypatch.setattr(native_quant, "_library", lambda: None)
+    assert native_quant.quantize_rows(T.Q4_K, x) is None
+    assert np.array_equal(quantize(x, T.Q4_K), expected)
