@@ -5,8 +5,9 @@ weights own none.
 The arena starts with two fixed regions, so that a step moves through two copies only: the inputs
 (then `in_extra` bytes the caller fills per run, e.g. which recurrent snapshot is committed) in
 [0, in_bytes), one host-to-device copy; and the outputs (then `out_extra` bytes, e.g. an error flag)
-in [out_start, out_start + out_bytes), one device-to-host copy. A CUDA graph captured over the
-arena stays valid: every per-step value lives in these fixed bytes."""
+in [out_start, out_start + out_bytes), one device-to-host copy. A launch list prepared once over
+the arena (a CUDA graph, a recorded Vulkan command buffer) stays valid: every per-step value lives
+in these fixed bytes."""
 
 from __future__ import annotations
 

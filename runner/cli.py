@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_arguments(chat)
     add_sessions_parser(sub)
 
-    info = sub.add_parser("info", help="describe a GGUF model")
-    info.add_argument("model")
+    info = sub.add_parser("info", help="describe a GGUF model, or (--backends) the backends here")
+    info.add_argument("model", nargs="?")
+    info.add_argument("--backends", action="store_true", help="list each backend, its device, and whether it works here")
     info.add_argument("-c", "--ctx-size", type=int, default=4096)
 
     from mtprun.convert.cli import add_subcommands as add_convert_commands
@@ -195,6 +196,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from mtprun.runner.loader import load_model
+
+    if args.backends:
+        from mtprun.native import describe_backends
+
+        for name, works, detail in describe_backends():
+            print(f"{name:8} {'works' if works else 'no   '}  {detail}")
+        if args.model is None:
+            return 0
+    if args.model is None:
+        raise MtprunError("info needs a model file (or --backends).")
 
     loaded = load_model(args.model)
     hp, f = loaded.hp, loaded.file

@@ -43,6 +43,7 @@ def decode(
     use_mtp = ctx.model.has_mtp and policy.max_depth > 0
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
+    stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
     timer = ctx.timer = StepTimer()
     ctx.reset()
 
@@ -113,8 +114,6 @@ def decode(
         step = StepRecord(drafts, probs, accepted, emitted, t_verify_start - t_draft, t_verify_end - t_verify_start)
         stats.steps.append(step)
         policy.observe(step)
-        if isinstance(policy, AdaptiveDepth):
-            stats.auto = policy.estimates()
         for tok in emitted:
             produced += 1
             stats.generated = produced

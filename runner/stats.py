@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -23,7 +24,14 @@ class GenerationStats:
     generated: int = 0
     steps: list[StepRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # prefill / draft / verify / rollback
-    auto: dict | None = None  # the adaptive depth policy's estimates, when it chose the depths
+    # The adaptive depth policy, when it chose the depths: its estimates are read on demand (`auto`),
+    # not copied every step, which would cost a small model several percent of its decode speed.
+    policy: Any = None
+
+    @property
+    def auto(self) -> dict | None:
+        estimates = getattr(self.policy, "estimates", None)
+        return estimates() if estimates else None
 
     @property
     def drafted(self) -> int:
@@ -84,5 +92,5 @@ class GenerationStats:
             "prefill_tokens_per_s": self.prefill_tokens_per_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "seconds": dict(self.seconds),
-            **({"auto": self.auto} if self.auto is not None else {}),
+            **({"auto": auto} if (auto := self.auto) is not None else {}),
         }

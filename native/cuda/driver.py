@@ -11,7 +11,7 @@ from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_uint64, 
 from typing import Sequence
 
 import numpy as np
-
+from mtprun.native.device_memory import byte_view
 from mtprun.runner.errors import MtprunError
 
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
@@ -216,8 +216,7 @@ class HostBuffer:
         self.array = np.frombuffer((ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr), np.uint8)
 
     def view(self, offset: int, shape: tuple[int, ...], dtype) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
-        return self.array[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+        return byte_view(self.array, offset, shape, dtype)
 
     def __del__(self) -> None:
         ptr, self.ptr = getattr(self, "ptr", 0), 0

@@ -3,7 +3,7 @@
 
 #define NORM_THREADS 256
 
-extern "C" __global__ void __launch_bounds__(NORM_THREADS) norm_rows(const float* x, const float* w, float* o, int d, double eps, int l2) {
+extern "C" __global__ void __launch_bounds__(NORM_THREADS) norm_rows(const float* x, const float* w, float* o, int d, float eps, int l2) {
     __shared__ double part[NORM_THREADS];
     const float* xr = x + (i64)blockIdx.x * d;
     float* orow = o + (i64)blockIdx.x * d;
@@ -16,7 +16,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) norm_rows(const float
         __syncthreads();
     }
     const double total = part[0];
-    const float scale = (float)(1.0 / sqrt((l2 ? total : total / d) + eps));
+    const float scale = (float)(1.0 / sqrt((l2 ? total : total / d) + (double)eps));
     for (int e = threadIdx.x; e < d; e += NORM_THREADS) {
         const float y = xr[e] * scale;
         orow[e] = w ? y * w[e] : y;

@@ -1,0 +1,482 @@
+"""What the GPU backends (CUDA, Vulkan, Metal) share: runner.graph's contract executed as a list of
+named kernel launches over device memory reached by address.
+
+A Graph is compiled once into one activation arena (native/arena.py) and a launch list; every GPU
+backend implements the same kernels under the same names, with the same arguments in the same
+order, and launches them the same way: a grid of (x, y) workgroups of `block` threads. A backend
+brings a `GpuDevice` (memory by address, staging host memory, and how to prepare and execute a
+launch list); this module does the rest: weights kept in their GGUF block formats (float32 copies
+only of small tensors that element-wise ops read), KV caches and recurrent states with per-token
+snapshots on the device, and the per-step values (inputs, which snapshot is committed) in the
+arena's input region so a prepared launch list replays unchanged. `commit` only changes which
+snapshot buffer is the committed one (a host-side index, uploaded with the next run's inputs).
+"""
+
+from __future__ import annotations
+
+from ctypes import c_float, c_int32, c_int64, c_uint64
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
+
+import numpy as np
+from mtprun.native.arena import Layout, plan_arena
+from mtprun.native.numpy_backend import _imrope_uses_text_position
+from mtprun.native.strides import broadcast_strides
+from mtprun.runner.errors import MtprunError
+from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
+
+F32 = np.float32
+# ggml type -> (kernel suffix, values per block, bytes per block)
+TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("f32", 1, 4), 1: ("f16", 1, 2), 30: ("bf16", 1, 2),
+    2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34),
+    12: ("q4_k", 256, 144), 13: ("q5_k", 256, 176), 14: ("q6_k", 256, 210),
+}
+# Which inputs of an op read a weight in its blocks; elsewhere weights are read as float32.
+_BLOCK_INPUTS = {"matmul": (1,), "get_rows": (0,), "moe": (1, 2, 3, 4)}
+_ERRORS = {1: "a position is outside the context (n_ctx)", 3: "a token id is outside the vocabulary"}
+_UNARY = {"sigmoid": 0, "silu": 1, "softplus": 2, "scale": 3}
+_MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention kernels
+_CONV_WIDTHS, _DELTA_DIMS = (2, 3, 4, 5), (32, 64, 128)  # the instantiated recurrent kernels
+MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
+
+
+def _p(x: int) -> c_uint64:
+    return c_uint64(x)
+
+
+def _i(x: int) -> c_int32:
+    return c_int32(int(x))
+
+
+def _l(x: int) -> c_int64:
+    return c_int64(int(x))
+
+
+@dataclass
+class _Weight:
+    tensor: WeightTensor
+    buf: DeviceBuffer
+    suffix: str
+    row_bytes: int
+
+
+@dataclass
+class _Recurrent:
+    spec: StateSpec
+    buf: DeviceBuffer  # m + 1 buffers of `size` floats
+    size: int
+    m: int
+    committed: int = 0
+    last_n: int = 0
+
+
+@dataclass
+class _Kv:
+    spec: StateSpec
+    k: DeviceBuffer
+    v: DeviceBuffer
+
+
+class Launch(NamedTuple):
+    kernel: str  # the same name in every backend's kernel set
+    grid: tuple[int, int]  # workgroups
+    block: int  # threads per workgroup
+    shared: int  # bytes of dynamic shared memory
+    values: list  # the arguments as ctypes values, in the kernel's parameter order
+
+
+class DeviceBuffer(Protocol):
+    ptr: int  # device address
+    nbytes: int
+
+
+class HostBuffer(Protocol):
+    array: np.ndarray  # uint8 view of the whole buffer
+
+    def view(self, offset: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray: ...
+
+
+class GpuDevice(Protocol):
+    """What a GPU backend brings: memory by address, and how a compiled graph runs."""
+
+    name: str
+
+    def alloc(self, nbytes: int) -> DeviceBuffer: ...
+
+    def wrap(self, data: np.ndarray) -> DeviceBuffer:
+        """Read-only device memory holding data's bytes: a copy, or data itself where the device
+        can map host memory (Metal's unified memory)."""
+
+    def host(self, nbytes: int) -> HostBuffer: ...
+    def upload(self, ptr: int, arr: np.ndarray) -> None: ...
+    def download(self, out: np.ndarray, ptr: int) -> np.ndarray: ...
+    def zero(self, ptr: int, nbytes: int) -> None: ...
+
+    def prepare(self, c: "Compiled") -> Any:
+        """Turn c.launches into what `execute` replays (a CUDA graph, a recorded command buffer)."""
+
+    def execute(self, c: "Compiled") -> None:
+        """Copy c.stage_in to the arena's input region, run the launches, copy the output region to
+        c.stage_out, and wait."""
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    arena: DeviceBuffer
+    layout: Layout
+    stage_in: HostBuffer  # host images of the arena's input and output regions
+    stage_out: HostBuffer
+    err: int  # device address of this graph's error flag (in the output region)
+    launches: list[Launch] = field(default_factory=list)
+    inputs: list[tuple[str, np.ndarray, tuple[int, ...], type]] = field(default_factory=list)  # name, staging view
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # name -> staging view
+    extra_outputs: list[tuple[str, int, tuple[int, ...]]] = field(default_factory=list)  # outside the output region
+    committed: list[_Recurrent] = field(default_factory=list)  # committed-index slot j -> state
+    committed_view: np.ndarray | None = None  # int32 staging view of those slots
+    touched: list[tuple[_Recurrent, int]] = field(default_factory=list)  # recurrent states a run writes, tokens
+    keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
+    program: Any = None  # what the device prepared from `launches`
+
+
+class GpuBackend:
+    """runner.graph's Backend on a GpuDevice; CUDA, Vulkan and Metal are this with their device."""
+
+    name = "gpu"
+
+    def __init__(self, device: GpuDevice) -> None:
+        self._dev = device
+        self.device_name = device.name
+        self._weights: dict[str, _Weight] = {}
+        self._f32: dict[str, DeviceBuffer] = {}
+        self._kv: dict[str, _Kv] = {}
+        self._rec: dict[str, _Recurrent] = {}
+        self._compiled: dict[int, Compiled] = {}
+
+    # -- contract: weights and states
+    def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:
+        for name, t in weights.items():
+            info = TYPES.get(t.ggml_type)
+            if info is None:
+                raise MtprunError(f"weight {name}: ggml type {t.ggml_type} is not supported by the {self.name} backend.")
+            suffix, block_values, block_bytes = info
+            k = t.shape[-1]
+            rows = int(np.prod(t.shape[:-1], dtype=np.int64))
+            raw = np.ascontiguousarray(t.data)
+            if k % block_values or raw.nbytes != rows * (k // block_values) * block_bytes:
+                raise MtprunError(f"weight {name}: {raw.nbytes} bytes do not hold shape {t.shape} in its type.")
+            buf = self._dev.wrap(raw)
+            self._weights[name] = _Weight(t, buf, suffix, (k // block_values) * block_bytes)
+            self._f32.pop(name, None)
+        self._compiled.clear()  # compiled graphs hold weight pointers
+
+    def alloc_states(self, specs: Sequence[StateSpec]) -> None:
+        for s in specs:
+            size = int(np.prod(s.shape, dtype=np.int64))
+            if s.kind == "kv":
+                self._kv[s.name] = _Kv(s, self._dev.alloc(4 * size), self._dev.alloc(4 * size))
+            else:
+                m = max(s.snapshots, 1)
+                self._rec[s.name] = _Recurrent(s, self._dev.alloc(4 * size * (m + 1)), size, m)
+            self.reset_states([s.name])
+        self._compiled.clear()  # compiled graphs hold state pointers
+
+    def reset_states(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name in self._kv:
+                kv = self._kv[name]
+                self._dev.zero(kv.k.ptr, kv.k.nbytes)
+                self._dev.zero(kv.v.ptr, kv.v.nbytes)
+            else:
+                rec = self._rec[name]
+                self._dev.zero(rec.buf.ptr, rec.buf.nbytes)
+                rec.committed = rec.last_n = 0
+
+    def commit(self, names: Sequence[str], n_keep: int) -> None:
+        for name in names:
+            rec = self._rec[name]
+            n, t = rec.last_n, n_keep - 1
+            first = max(n - rec.m, 0)
+            if not first <= t < n:
+                raise ValueError(f"state {name}: no snapshot after token {n_keep} of the last run")
+            r = t - first  # snapshot slot r lives in buffer slot_buffer(r) of recurrent.cu
+            rec.committed = r if r < rec.committed else r + 1
+            rec.last_n = 0
+
+    def read_state(self, name: str) -> tuple[np.ndarray, ...]:
+        if name in self._kv:
+            kv = self._kv[name]
+            return tuple(self._dev.download(np.empty(kv.spec.shape, F32), b.ptr) for b in (kv.k, kv.v))
+        rec = self._rec[name]
+        return (self._dev.download(np.empty(rec.spec.shape, F32), rec.buf.ptr + 4 * rec.size * rec.committed),)
+
+    # -- contract: execution
+    def run(self, graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        c = self._compiled.get(id(graph))
+        if c is None or c.graph is not graph:
+            c = self._compiled[id(graph)] = self._compile(graph)
+        for name, view, shape, dtype in c.inputs:
+            view[...] = np.asarray(inputs[name], dtype).reshape(shape)
+        if c.committed:
+            c.committed_view[:] = [rec.committed for rec in c.committed]
+        lay = c.layout
+        self._dev.execute(c)
+        err = int(c.stage_out.view(lay.out_extra - lay.out_start, (1,), np.int32)[0])
+        if err:
+            self._dev.zero(c.err, 4)
+            raise MtprunError(f"graph {graph.name}: {_ERRORS.get(err, f'device error {err}')}.")
+        out = {name: view.copy() for name, view in c.outputs.items()}
+        for name, ptr, shape in c.extra_outputs:
+            out[name] = self._dev.download(np.empty(shape, F32), ptr)
+        for rec, n in c.touched:
+            rec.last_n = n
+        return out
+
+    # -- compilation
+    def _compile(self, graph: Graph) -> Compiled:
+        n_rec = sum(nd.op in ("ssm_conv", "delta_net") for nd in graph.nodes)
+        lay = plan_arena(graph, in_extra=4 * n_rec, out_extra=4)
+        offsets = lay.offsets
+        arena = self._dev.alloc(lay.size)
+        c = Compiled(graph, arena, lay, self._dev.host(lay.in_bytes), self._dev.host(lay.out_bytes),
+                      arena.ptr + lay.out_extra)
+        c.committed_view = c.stage_in.view(lay.in_extra, (n_rec,), np.int32)
+        c.stage_in.array[:] = 0
+        self._dev.zero(c.err, 4)
+        ptrs: dict[int, int] = {}
+        for i, nd in enumerate(graph.nodes):
+            if nd.op == "weight":
+                self._weight(nd)  # checks it was loaded with this shape
+                continue
+            if nd.op == "reshape":
+                ptrs[i] = ptrs[nd.inputs[0]] if nd.inputs[0] in ptrs else self._f32_ptr(graph.nodes[nd.inputs[0]])
+                continue
+            ptrs[i] = c.arena.ptr + offsets[i]
+            if nd.op == "input":
+                dtype = np.int32 if nd.attrs["dtype"] == "i32" else F32
+                c.inputs.append((nd.attrs["name"], c.stage_in.view(offsets[i], nd.shape, dtype), nd.shape, dtype))
+                continue
+            args = []
+            for slot, src in enumerate(nd.inputs):
+                snd = graph.nodes[src]
+                if snd.op == "weight":
+                    args.append(self._weight(snd) if slot in _BLOCK_INPUTS.get(nd.op, ()) else self._f32_ptr(snd))
+                else:
+                    args.append(ptrs[src])
+            shapes = [graph.nodes[s].shape for s in nd.inputs]
+            getattr(self, f"_emit_{nd.op}")(c, nd, ptrs[i], args, shapes)
+        for name, i in graph.outputs.items():
+            off = ptrs[i] - arena.ptr if i in ptrs else -1
+            if lay.out_start <= off < lay.out_extra:
+                c.outputs[name] = c.stage_out.view(off - lay.out_start, graph.nodes[i].shape, F32)
+            else:  # an input or a weight named as an output: read back on its own
+                c.extra_outputs.append((name, ptrs[i] if i in ptrs else self._f32_ptr(graph.nodes[i]), graph.nodes[i].shape))
+        assert len(c.committed) == n_rec
+        c.program = self._dev.prepare(c)
+        return c
+
+    def _weight(self, nd: Node) -> _Weight:
+        name = nd.attrs["name"]
+        w = self._weights.get(name)
+        if w is None:
+            raise MtprunError(f"weight {name} was not loaded.")
+        t = w.tensor
+        if int(np.prod(t.shape)) != int(np.prod(nd.shape)) or t.shape[-1] != nd.shape[-1]:
+            raise MtprunError(f"weight {name}: shape {t.shape} does not match the graph's {nd.shape}.")
+        return w
+
+    def _f32_ptr(self, nd: Node) -> int:
+        """A weight as float32 on the device: itself if stored so, else a decoded copy (small tensors)."""
+        w = self._weight(nd)
+        if w.tensor.ggml_type == 0:
+            return w.buf.ptr
+        buf = self._f32.get(w.tensor.name)
+        if buf is None:
+            from gguf import GGMLQuantizationType
+            from gguf.quants import dequantize
+
+            data = dequantize(np.ascontiguousarray(w.tensor.data), GGMLQuantizationType(w.tensor.ggml_type)).astype(F32)
+            buf = self._f32[w.tensor.name] = self._dev.alloc(data.nbytes)
+            self._dev.upload(buf.ptr, data)
+        return buf.ptr
+
+    def _launch(self, c: Compiled, kernel: str, grid: tuple[int, int], block: int, values: list, shared: int = 0) -> None:
+        c.launches.append(Launch(kernel, grid, block, shared, values))
+
+    def _state(self, graph: Graph, table: dict, name: str, shape: tuple[int, ...]):
+        st = table.get(name)
+        if st is None:
+            raise MtprunError(f"graph {graph.name}: state {name} of this kind was not allocated.")
+        got = tuple(st.spec.shape[1:]) if st.spec.kind == "kv" else tuple(st.spec.shape)
+        if got != tuple(shape):
+            raise MtprunError(f"graph {graph.name}: state {name} is {st.spec.shape}, the graph needs {shape}.")
+        return st
+
+    def _committed_arg(self, c: Compiled, rec: _Recurrent, n: int) -> c_uint64:
+        """Device address of the int that tells this launch which buffer of `rec` is committed."""
+        c.committed.append(rec)
+        c.touched.append((rec, n))
+        return _p(c.arena.ptr + c.layout.in_extra + 4 * (len(c.committed) - 1))
+
+    # -- ops (one _emit_ per runner.graph op that launches kernels)
+    def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
+        m, k = w.tensor.shape[0], w.tensor.shape[-1]
+        nb = 1 if n == 1 else 2 if n == 2 else 4 if n <= 4 else 8
+        grid = (-(-m // _MM_WARPS), -(-n // nb))
+        self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
+
+    def _emit_matmul(self, c, nd, out, args, shapes) -> None:
+        self._matmul(c, args[0], args[1], out, nd.shape[0])
+
+    def _emit_get_rows(self, c, nd, out, args, shapes) -> None:
+        w: _Weight = args[0]
+        self._launch(c, f"get_rows_{w.suffix}", (nd.shape[0], 1), 128,
+                     [_p(w.buf.ptr), _l(w.row_bytes), _p(args[1]), _p(out), _i(nd.shape[1]), _i(w.tensor.shape[0]), _p(c.err)])
+
+    def _norm(self, c, nd, out, args, shapes, l2: int) -> None:
+        d = nd.shape[-1]
+        if len(args) > 1 and int(np.prod(shapes[1])) != d:
+            raise MtprunError(f"graph {c.graph.name}: norm weight {shapes[1]} does not match {nd.shape}.")
+        rows = int(np.prod(nd.shape, dtype=np.int64)) // d
+        w = args[1] if len(args) > 1 else 0
+        self._launch(c, "norm_rows", (rows, 1), 256, [_p(args[0]), _p(w), _p(out), _i(d), c_float(nd.attrs["eps"]), _i(l2)])
+
+    def _emit_rms_norm(self, c, nd, out, args, shapes) -> None:
+        self._norm(c, nd, out, args, shapes, 0)
+
+    def _emit_l2_norm(self, c, nd, out, args, shapes) -> None:
+        self._norm(c, nd, out, args, shapes, 1)
+
+    @staticmethod
+    def _grid(total: int) -> tuple[int, int]:
+        return (max(1, min(-(-total // 256), MAX_GRID)), 1)
+
+    def _binary(self, c, nd, out, args, shapes, op: int) -> None:
+        shape4 = (1,) * (4 - len(nd.shape)) + tuple(nd.shape)
+        total = int(np.prod(shape4, dtype=np.int64))
+        strides = [_l(s) for shp in shapes for s in broadcast_strides(shp, shape4)]
+        self._launch(c, "binary", self._grid(total), 256,
+                     [_p(args[0]), _p(args[1]), _p(out), _l(total), _i(op), _l(shape4[1]), _l(shape4[2]), _l(shape4[3]), *strides])
+
+    def _emit_add(self, c, nd, out, args, shapes) -> None:
+        self._binary(c, nd, out, args, shapes, 0)
+
+    def _emit_mul(self, c, nd, out, args, shapes) -> None:
+        self._binary(c, nd, out, args, shapes, 1)
+
+    def _unary(self, c, nd, out, args, op: str) -> None:
+        total = int(np.prod(nd.shape, dtype=np.int64))
+        factor = c_float(nd.attrs.get("factor", 1.0))
+        self._launch(c, "unary", self._grid(total), 256, [_p(args[0]), _p(out), _l(total), _i(_UNARY[op]), factor])
+
+    def _emit_scale(self, c, nd, out, args, shapes) -> None:
+        self._unary(c, nd, out, args, "scale")
+
+    def _emit_sigmoid(self, c, nd, out, args, shapes) -> None:
+        self._unary(c, nd, out, args, "sigmoid")
+
+    def _emit_silu(self, c, nd, out, args, shapes) -> None:
+        self._unary(c, nd, out, args, "silu")
+
+    def _emit_softplus(self, c, nd, out, args, shapes) -> None:
+        self._unary(c, nd, out, args, "softplus")
+
+    def _copy_rows(self, c, src: int, dst: int, rows: int, width: int, in_stride: int, in_off: int, out_stride: int, out_off: int,
+                   index: int = 0) -> None:
+        self._launch(c, "copy_rows", self._grid(rows * width), 256,
+                     [_p(src), _p(dst), _p(index), _l(rows), _l(width), _l(in_stride), _l(in_off), _l(out_stride), _l(out_off)])
+
+    def _emit_slice(self, c, nd, out, args, shapes) -> None:
+        last = shapes[0][-1]
+        rows = int(np.prod(shapes[0], dtype=np.int64)) // last
+        width = nd.attrs["stop"] - nd.attrs["start"]
+        self._copy_rows(c, args[0], out, rows, width, last, nd.attrs["start"], width, 0)
+
+    def _emit_concat(self, c, nd, out, args, shapes) -> None:
+        wa, wb, wo = shapes[0][-1], shapes[1][-1], nd.shape[-1]
+        rows = int(np.prod(nd.shape, dtype=np.int64)) // wo
+        self._copy_rows(c, args[0], out, rows, wa, wa, 0, wo, 0)
+        self._copy_rows(c, args[1], out, rows, wb, wb, 0, wo, wa)
+
+    def _emit_take_rows(self, c, nd, out, args, shapes) -> None:
+        rows = np.asarray(nd.attrs["rows"], np.int32)
+        if rows.size and (rows.min() < 0 or rows.max() >= shapes[0][0]):
+            raise MtprunError(f"graph {c.graph.name}: take_rows indices outside 0..{shapes[0][0] - 1}.")
+        index = self._upload(c, rows)
+        width = int(np.prod(shapes[0][1:], dtype=np.int64))
+        self._copy_rows(c, args[0], out, len(rows), width, width, 0, width, 0, index)
+
+    def _upload(self, c: Compiled, arr: np.ndarray) -> int:
+        buf = self._dev.alloc(arr.nbytes)
+        self._dev.upload(buf.ptr, np.ascontiguousarray(arr))
+        c.keep.append(buf)
+        return buf.ptr
+
+    def _emit_rope(self, c, nd, out, args, shapes) -> None:
+        n_rot, sections, base = nd.attrs["n_rot"], nd.attrs["sections"], nd.attrs["freq_base"]
+        half = n_rot // 2
+        # The reference's float32 angle steps (repeated float32 products), 0 where no text position.
+        theta_scale = F32(base ** (-2.0 / n_rot))
+        powers = np.cumprod(np.concatenate([[F32(1)], np.full(half - 1, theta_scale, F32)]), dtype=F32)
+        uses = np.array([_imrope_uses_text_position(i, sections) for i in range(half)])
+        freq = np.where(uses, powers, F32(0)).astype(F32)
+        n, heads, d = nd.shape
+        self._launch(c, "rope", (n * heads, 1), 128, [_p(args[0]), _p(args[1]), _p(self._upload(c, freq)), _p(out), _i(heads), _i(d), _i(half)])
+
+    def _emit_attention(self, c, nd, out, args, shapes) -> None:
+        n, n_head, d = nd.shape
+        n_kv = shapes[1][1]
+        if d > _ATT_MAX_D or n_head % n_kv:
+            raise MtprunError(f"graph {c.graph.name}: attention with head size {d} and {n_head}/{n_kv} heads is not supported.")
+        kv: _Kv = self._state(c.graph, self._kv, nd.attrs["state"], shapes[1][1:])
+        n_ctx = kv.spec.shape[0]
+        q, k, v, pos = args
+        self._launch(c, "kv_write", (n * n_kv, 1), 128,
+                     [_p(k), _p(v), _p(pos), _p(kv.k.ptr), _p(kv.v.ptr), _i(n_kv), _i(d), _i(n_ctx), _p(c.err)])
+        self._launch(c, "attention", (n * n_head, 1), 128,
+                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), c_float(nd.attrs["scale"]), _i(n_ctx)])
+
+    def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
+        n, channels = nd.shape
+        width = shapes[1][1]
+        if width not in _CONV_WIDTHS:
+            raise MtprunError(f"graph {c.graph.name}: ssm_conv of width {width} is not supported.")
+        rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (width - 1, channels))
+        self._launch(c, f"ssm_conv_{width}", (-(-channels // 128), 1), 128,
+                     [_p(args[0]), _p(args[1]), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
+                      _i(rec.m), _i(n), _i(channels)])
+
+    def _emit_delta_net(self, c, nd, out, args, shapes) -> None:
+        n, n_v, dim = nd.shape
+        n_k = shapes[0][1]
+        if dim not in _DELTA_DIMS or shapes[0][2] != dim:
+            raise MtprunError(f"graph {c.graph.name}: delta_net with state size {dim} is not supported.")
+        rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (n_v, dim, dim))
+        self._launch(c, f"delta_net_{dim}", (n_v, 1), dim,
+                     [*(_p(a) for a in args), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
+                      _i(rec.m), _i(n), _i(n_k), _i(n_v)])
+
+    def _emit_moe(self, c, nd, out, args, shapes) -> None:
+        x, router, up, gate, down = args
+        n, d = nd.shape
+        n_expert, n_ff, n_used = up.tensor.shape[0], up.tensor.shape[1], nd.attrs["n_used"]
+        pairs = n * n_used
+        logits, ids, wts = (self._scratch(c, 4 * k) for k in (n * n_expert, pairs, pairs))
+        hidden, up_out, down_out = (self._scratch(c, 4 * pairs * k) for k in (n_ff, n_ff, d))
+        self._matmul(c, x, router, logits, n)
+        self._launch(c, "moe_route", (n, 1), 32, [_p(logits), _p(ids), _p(wts), _i(n_expert), _i(n_used)], shared=4 * n_expert)
+        for w, dst, src, xdiv, m, k in ((gate, hidden, x, n_used, n_ff, d), (up, up_out, x, n_used, n_ff, d)):
+            self._mmid(c, w, dst, src, ids, xdiv, pairs, m, k)
+        self._launch(c, "swiglu", self._grid(pairs * n_ff), 256, [_p(hidden), _p(up_out), _p(hidden), _l(pairs * n_ff)])
+        self._mmid(c, down, down_out, hidden, ids, 1, pairs, d, n_ff)
+        self._launch(c, "moe_combine", self._grid(n * d), 256, [_p(down_out), _p(wts), _p(out), _i(n), _i(d), _i(n_used)])
+
+    def _mmid(self, c, w: _Weight, y: int, x: int, ids: int, xdiv: int, pairs: int, m: int, k: int) -> None:
+        self._launch(c, f"mmid_{w.suffix}", (-(-m // _MM_WARPS), pairs), 32 * _MM_WARPS,
+                     [_p(w.buf.ptr), _l(w.row_bytes), _l(m * w.row_bytes), _p(ids), _i(xdiv), _p(x), _p(y), _i(m), _i(k)])
+
+    def _scratch(self, c: Compiled, nbytes: int) -> int:
+        buf = self._dev.alloc(nbytes)
+        c.keep.append(buf)
+        return buf.ptr

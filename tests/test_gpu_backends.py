@@ -1,0 +1,196 @@
+"""The GPU backends (CUDA, Vulkan): every op against the NumPy reference on random inputs, batch
+invariance bit for bit, errors raised from the device. Each backend's cases are skipped, with the
+reason, where it cannot start (no NVIDIA GPU; no Vulkan driver). Whole models run on them in the
+model suite (fixtures.backend_params)."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+from fixtures import backend_param
+from mtprun.native import create_backend
+from mtprun.native.numpy_backend import NumpyBackend
+from mtprun.runner.errors import MtprunError
+from mtprun.runner.graph import Graph, StateSpec, WeightTensor
+
+F32 = np.float32
+T = gguf.GGMLQuantizationType
+FORMATS = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]
+# Byte offsets of each block's float16 scale fields: set to sane values in random blocks.
+_HALF_FIELDS = {T.Q8_0: (0,), T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
+
+
+gpus = pytest.mark.parametrize("gpu", [backend_param("cuda"), backend_param("vulkan")])
+
+
+# -- per-op checks against the NumPy reference
+def random_weight(name: str, qtype: T, shape: tuple[int, ...], rng: np.random.Generator) -> WeightTensor:
+    """Random bytes in `qtype`'s blocks (scales kept finite and small), or random floats."""
+    rows, k = int(np.prod(shape[:-1])), shape[-1]
+    values = rng.standard_normal((rows, k)).astype(F32)
+    if qtype == T.F32:
+        data = values.reshape(shape)
+    elif qtype == T.F16:
+        data = values.astype(np.float16).view(np.uint8)
+    elif qtype == T.BF16:
+        data = (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    else:
+        block_values, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        n_blocks = rows * k // block_values
+        blocks = rng.integers(0, 256, (n_blocks, block_bytes), dtype=np.uint8)
+        for off in _HALF_FIELDS[qtype]:
+            blocks[:, off : off + 2] = rng.uniform(0.005, 0.05, n_blocks).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
+        data = blocks.reshape(rows, -1)
+    return WeightTensor(name, int(qtype), tuple(shape), data)
+
+
+def _backends(gpu: str, weights: list[WeightTensor], states: list[StateSpec] = ()):
+    ref, ours = NumpyBackend(), create_backend(gpu)
+    for b in (ref, ours):
+        b.load_weights({w.name: w for w in weights})
+        b.alloc_states(list(states))
+    return ref, ours
+
+
+def _rel(ours: np.ndarray, ref: np.ndarray) -> float:
+    assert ours.shape == ref.shape and np.isfinite(ours).all()
+    return float(np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+
+
+def _same(ref, ours, graph: Graph, inputs: dict, rtol: float) -> dict[str, np.ndarray]:
+    want, got = ref.run(graph, inputs), ours.run(graph, inputs)
+    for name in want:
+        assert _rel(got[name], want[name]) <= rtol, (name, _rel(got[name], want[name]))
+    return got
+
+
+@gpus
+@pytest.mark.parametrize("qtype", FORMATS, ids=lambda t: t.name)
+def test_matmul_and_get_rows_every_format(gpu, qtype):
+    rng = np.random.default_rng(int(qtype))
+    m, k = 37, 512
+    w = random_weight("w", qtype, (m, k), rng)
+    ref, ours = _backends(gpu, [w])
+    for n in (1, 3, 9):
+        g = Graph("mm")
+        x, ids = g.input("x", (n, k)), g.input("ids", (n,), "i32")
+        g.output("y", g.matmul(x, g.weight("w", (m, k))))
+        g.output("rows", g.get_rows(g.weight("w", (m, k)), ids))
+        inputs = {"x": rng.standard_normal((n, k)).astype(F32), "ids": rng.integers(0, m, n).astype(np.int32)}
+        got = _same(ref, ours, g, inputs, 2e-6)
+        for i in range(n):  # batch invariance: each row alone gives the same bits
+            g1 = Graph("mm1")
+            g1.output("y", g1.matmul(g1.input("x", (1, k)), g1.weight("w", (m, k))))
+            assert np.array_equal(ours.run(g1, {"x": inputs["x"][i : i + 1]})["y"][0], got["y"][i]), (n, i)
+
+
+@gpus
+def test_norms_elementwise_and_copies(gpu):
+    rng = np.random.default_rng(1)
+    n, h, d = 5, 4, 64
+    ws = [random_weight("nw", T.F32, (d,), rng), random_weight("bias", T.F16, (h * d,), rng)]
+    ref, ours = _backends(gpu, ws)
+    g = Graph("elementwise")
+    x, y = g.input("x", (n, h, d)), g.input("y", (n, h, 1))
+    flat = g.reshape(x, (n, h * d))
+    g.output("rms", g.rms_norm(x, g.weight("nw", (d,)), 1e-6))
+    g.output("rms_plain", g.rms_norm(flat, None, 1e-6))
+    g.output("l2", g.l2_norm(x, 1e-6))
+    g.output("add", x + g.weight("nw", (d,)))
+    g.output("mul", x * y)
+    g.output("bias", flat + g.weight("bias", (h * d,)))
+    g.output("scale", g.scale(x, 0.37))
+    for op in ("sigmoid", "silu", "softplus"):
+        g.output(op, g.unary(op, g.scale(flat, 12.0)))  # reaches softplus' x > 20 branch
+    g.output("slice", g.slice(flat, 40, 200))
+    g.output("concat", g.concat(g.slice(flat, 0, 7), flat))
+    g.output("take", g.take_rows(x, [4, 0, 2]))
+    inputs = {"x": rng.standard_normal((n, h, d)).astype(F32), "y": rng.standard_normal((n, h, 1)).astype(F32)}
+    _same(ref, ours, g, inputs, 1e-6)
+
+
+@gpus
+def test_rope(gpu):
+    rng = np.random.default_rng(2)
+    ref, ours = _backends(gpu, [])
+    n, h, d = 6, 3, 64
+    g = Graph("rope")
+    g.output("r", g.rope(g.input("x", (n, h, d)), g.input("pos", (n,), "i32"), 32, (5, 5, 6, 0), 10000000.0))
+    inputs = {"x": rng.standard_normal((n, h, d)).astype(F32), "pos": rng.integers(0, 5000, n).astype(np.int32)}
+    _same(ref, ours, g, inputs, 1e-6)
+
+
+@gpus
+@pytest.mark.parametrize("n_head,n_kv,d", [(4, 2, 64), (2, 1, 256), (8, 8, 128)])
+def test_attention_over_several_runs(gpu, n_head, n_kv, d):
+    rng = np.random.default_rng(d)
+    ref, ours = _backends(gpu, [], [StateSpec("kv", "kv", (64, n_kv, d))])
+    start = 0
+    for n in (7, 1, 3, 1):
+        g = Graph(f"att{n}")
+        q, k, v = g.input("q", (n, n_head, d)), g.input("k", (n, n_kv, d)), g.input("v", (n, n_kv, d))
+        g.output("o", g.attention(q, k, v, g.input("pos", (n,), "i32"), "kv", d**-0.5))
+        inputs = {name: rng.standard_normal((n, hh, d)).astype(F32) for name, hh in (("q", n_head), ("k", n_kv), ("v", n_kv))}
+        inputs["pos"] = np.arange(start, start + n, dtype=np.int32)
+        _same(ref, ours, g, inputs, 1e-5)
+        start += n
+    for a, b in zip(ref.read_state("kv"), ours.read_state("kv")):
+        assert np.array_equal(a, b)
+
+
+@gpus
+def test_attention_position_outside_the_context_is_an_error(gpu):
+    ref, ours = _backends(gpu, [], [StateSpec("kv", "kv", (8, 1, 64))])
+    g = Graph("att")
+    q = g.input("q", (1, 1, 64))
+    g.output("o", g.attention(q, q, q, g.input("pos", (1,), "i32"), "kv", 0.125))
+    with pytest.raises(MtprunError, match="outside the context"):
+        ours.run(g, {"q": np.ones((1, 1, 64), F32), "pos": np.array([8], np.int32)})
+    # The flag is cleared: the same (replayed) graph runs again at a valid position.
+    assert np.isfinite(ours.run(g, {"q": np.ones((1, 1, 64), F32), "pos": np.array([7], np.int32)})["o"]).all()
+
+
+@gpus
+@pytest.mark.parametrize("dim", [64, 128])
+def test_ssm_conv_and_delta_net_with_snapshots_and_commits(gpu, dim):
+    rng = np.random.default_rng(dim)
+    hk, hv, width, channels = 2, 4, 4, 96
+    states = [StateSpec("conv", "recurrent", (width - 1, channels), 4), StateSpec("ssm", "recurrent", (hv, dim, dim), 4)]
+    ref, ours = _backends(gpu, [random_weight("cw", T.F32, (channels, width), rng)], states)
+    for n, keep in ((6, 6), (3, 2), (1, 1), (4, 1), (2, 2)):
+        g = Graph(f"rec{n}")
+        g.output("conv", g.ssm_conv(g.input("x", (n, channels)), g.weight("cw", (channels, width)), "conv"))
+        q, k = g.l2_norm(g.input("q", (n, hk, dim)), 1e-6), g.l2_norm(g.input("k", (n, hk, dim)), 1e-6)
+        g.output("o", g.delta_net(q, k, g.input("v", (n, hv, dim)), g.input("g", (n, hv)), g.input("beta", (n, hv)), "ssm"))
+        inputs = {
+            "x": rng.standard_normal((n, channels)).astype(F32),
+            "q": rng.standard_normal((n, hk, dim)).astype(F32),
+            "k": rng.standard_normal((n, hk, dim)).astype(F32),
+            "v": rng.standard_normal((n, hv, dim)).astype(F32),
+            "g": -rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
+            "beta": rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
+        }
+        _same(ref, ours, g, inputs, 1e-5)
+        for b in (ref, ours):
+            b.commit(["conv", "ssm"], keep)
+        for name in ("conv", "ssm"):
+            assert _rel(ours.read_state(name)[0], ref.read_state(name)[0]) <= 1e-5, name
+    with pytest.raises(ValueError):
+        ours.commit(["ssm"], 1)  # no run since the last commit
+
+
+@gpus
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K], ids=lambda t: t.name)
+def test_moe(gpu, qtype):
+    rng = np.random.default_rng(int(qtype))
+    n_expert, n_used, d, ff = 8, 3, 256, 256
+    ws = [random_weight("router", T.F32, (n_expert, d), rng)] + [
+        random_weight(name, qtype, shape, rng) for name, shape in (("up", (n_expert, ff, d)), ("gate", (n_expert, ff, d)), ("down", (n_expert, d, ff)))
+    ]
+    ref, ours = _backends(gpu, ws)
+    for n in (1, 5):
+        g = Graph(f"moe{n}")
+        w = {t.name: g.weight(t.name, t.shape) for t in ws}
+        g.output("y", g.moe(g.input("x", (n, d)), w["router"], w["up"], w["gate"], w["down"], n_used))
+        _same(ref, ours, g, {"x": rng.standard_normal((n, d)).astype(F32)}, 1e-5)
