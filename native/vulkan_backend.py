@@ -6,7 +6,7 @@ Mesa's lavapipe (which is how CI tests it)."""
 from __future__ import annotations
 
 from mtprun.native.gpu import GpuBackend
-from mtprun.native.vulkan.device import VulkanDevice
+from mtprun.native.vulkan.device import open_device
 
 
 class VulkanBackend(GpuBackend):
@@ -14,5 +14,5 @@ class VulkanBackend(GpuBackend):
 
     def __init__(self, gpu_only: bool = False) -> None:
         """gpu_only: refuse a CPU driver (what `--backend auto` asks: the CPU backend is faster there)."""
-        super().__init__(VulkanDevice(gpu_only))
+        super().__init__(open_device(gpu_only))
         self.on_cpu_driver = self._dev.on_cpu_driver

@@ -38,7 +38,9 @@ def pack_push_constants(values: list) -> bytes:
 
 
 class _Instance:
-    """The loader and a Vulkan 1.2 instance; its physical devices with their properties."""
+    """The loader and a Vulkan 1.2 instance; its physical devices with their properties. One per
+    process, never destroyed (as CUDA's primary context): drivers crash when an instance goes
+    before its devices, which garbage collection cannot order."""
 
     def __init__(self) -> None:
         self.lib = lib = vk.load()
@@ -54,10 +56,6 @@ class _Instance:
         handles = (c_void_p * count.value)()
         vk.check(lib.vkEnumeratePhysicalDevices(self.handle, byref(count), handles), "vkEnumeratePhysicalDevices")
         self.devices = [_PhysicalDevice(lib, c_void_p(h)) for h in handles[: count.value]]
-
-    def __del__(self) -> None:
-        if getattr(self, "handle", None):
-            self.lib.vkDestroyInstance(self.handle, None)
 
 
 class _PhysicalDevice:
@@ -89,9 +87,30 @@ class _PhysicalDevice:
         return f"{self.name} ({vk.DEVICE_TYPE_NAMES.get(self.type, 'other')})"
 
 
+_INSTANCE: list[_Instance] = []
+_DEVICES: dict[int, "VulkanDevice"] = {}  # physical device index -> its one open device
+
+
+def _instance() -> _Instance:
+    if not _INSTANCE:
+        _INSTANCE.append(_Instance())
+    return _INSTANCE[0]
+
+
+def open_device(gpu_only: bool = False) -> "VulkanDevice":
+    """The chosen Vulkan device, opened once per process and shared by every backend instance
+    (its pipelines are built once; it lives as long as the process)."""
+    inst = _instance()
+    phys = _choose(inst.devices, gpu_only)
+    index = inst.devices.index(phys)
+    if index not in _DEVICES:
+        _DEVICES[index] = VulkanDevice(inst, phys)
+    return _DEVICES[index]
+
+
 def list_devices() -> list[str]:
     """Every Vulkan device here, described, with what it lacks (for `mtprun info --backends`)."""
-    inst = _Instance()
+    inst = _instance()
     return [d.description + (f": lacks {', '.join(d.missing())}" if d.missing() else "") for d in inst.devices]
 
 
@@ -166,10 +185,9 @@ class VkBuffer:
 class VulkanDevice:
     """GpuDevice on the chosen Vulkan device: one compute queue, one fence, recorded command buffers."""
 
-    def __init__(self, gpu_only: bool = False) -> None:
-        self._instance = _Instance()
-        self.lib = lib = self._instance.lib
-        phys = _choose(self._instance.devices, gpu_only)
+    def __init__(self, instance: _Instance, phys: _PhysicalDevice) -> None:
+        self._instance = instance
+        self.lib = lib = instance.lib
         self.physical = phys
         self.name = phys.description
         self.on_cpu_driver = phys.type == _CPU_TYPE  # e.g. Mesa's lavapipe
