@@ -19,10 +19,15 @@ from typing import Protocol
 from mtprun.runner.stats import StepRecord
 
 DEFAULT_AUTO_MAX = 4
+CATCH_UP_WINDOW = 16
 
 
 class DepthPolicy(Protocol):
     max_depth: int  # 0: never drafts (the MTP head is then not run at all)
+    # How many of the tokens decoded since the MTP head last ran it catches up on before drafting
+    # (None: all). Fewer leaves the head's KV cache stale at the older positions: drafts get worse
+    # there, the output never changes.
+    catch_up_limit: int | None
 
     def choose(self, limit: int) -> int:
         """Depth for the next step, at most `limit`."""
@@ -32,6 +37,8 @@ class DepthPolicy(Protocol):
 
 
 class FixedDepth:
+    catch_up_limit = None
+
     def __init__(self, depth: int) -> None:
         self.max_depth = depth
 
@@ -44,7 +51,7 @@ class FixedDepth:
 
 class AdaptiveDepth:
     def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, prior_acceptance: float = 0.7,
-                 probe_interval: int = 8, max_probe_interval: int = 128) -> None:
+                 probe_interval: int = 8, max_probe_interval: int = 256) -> None:
         self.n_max = self.max_depth = n_max
         self.decay = decay
         self.acceptance = [prior_acceptance] * n_max
@@ -55,6 +62,19 @@ class AdaptiveDepth:
         self.probe_interval = probe_interval
         self.steps_since_probe = 0
         self._probing = False
+        # The choice is re-derived only when a step drafted (acceptance moved) or every
+        # `reevaluate_every` steps (costs drift slowly): on a small model, deriving it every plain
+        # step costs a noticeable share of the step itself.
+        self.reevaluate_every = 8
+        self._choice: tuple[int, int] | None = None  # (limit, best depth)
+        self._choice_age = 0
+
+    @property
+    def catch_up_limit(self) -> int | None:
+        """While probes keep failing (drafts are not accepted), a probe catches the MTP head up on
+        the last CATCH_UP_WINDOW tokens only: catching up on every token would cost a small model
+        a tenth of its decode speed for drafts that are then thrown away."""
+        return CATCH_UP_WINDOW if self.probe_interval >= 4 * self.base_probe_interval else None
 
     # -- model
     def expected_tokens(self, n: int) -> float:
@@ -100,7 +120,10 @@ class AdaptiveDepth:
 
     # -- policy
     def choose(self, limit: int) -> int:
-        best = self.best_depth(limit)
+        if self._choice is None or self._choice[0] != limit or self._choice_age >= self.reevaluate_every:
+            self._choice, self._choice_age = (limit, self.best_depth(limit)), 0
+        self._choice_age += 1
+        best = self._choice[1]
         self.steps_since_probe += 1
         self._probing = best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_interval
         if self._probing:
@@ -118,6 +141,7 @@ class AdaptiveDepth:
         old = self.verify_cost.get(size)
         self.verify_cost[size] = step.verify_seconds if old is None else w * old + (1 - w) * step.verify_seconds
         if n:
+            self._choice = None
             per_call = step.draft_seconds / n
             self.draft_cost = per_call if self.draft_cost is None else w * self.draft_cost + (1 - w) * per_call
         if self._probing:

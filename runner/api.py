@@ -53,6 +53,10 @@ class Model:
         self.hparams = loaded.hp
         self.has_mtp = loaded.has_mtp
         self.max_draft = max_draft
+        # One adaptive policy per model, carried from one generation to the next (chat turns,
+        # benchmark prompts): what it measured (costs, acceptance) is still true of the next reply,
+        # and a fresh policy would pay again for the probes that found drafts failing.
+        self._auto_policy: AdaptiveDepth | None = None
         self.tokenizer = Tokenizer.from_gguf(loaded.file.reader, str(loaded.path))
         self.chat_template: str | None = loaded.file.get("tokenizer.chat_template", None)
         self.n_ctx = n_ctx
@@ -107,7 +111,9 @@ class Model:
 
     def _depth_policy(self, spec_draft_n_max: int | str) -> DepthPolicy:
         if spec_draft_n_max == "auto":
-            return AdaptiveDepth(n_max=min(DEFAULT_AUTO_MAX, self.max_draft))
+            if self._auto_policy is None:
+                self._auto_policy = AdaptiveDepth(n_max=min(DEFAULT_AUTO_MAX, self.max_draft))
+            return self._auto_policy
         if isinstance(spec_draft_n_max, int) and 0 <= spec_draft_n_max <= self.max_draft:
             return FixedDepth(spec_draft_n_max)
         raise MtprunError(f"--spec-draft-n-max must be 'auto' or between 0 and {self.max_draft}, got {spec_draft_n_max!r}.")

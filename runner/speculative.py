@@ -72,6 +72,10 @@ def decode(
         t_draft = time.perf_counter()
         if depth > 0:
             rows = mtp_rows + [(last, pending_h)]
+            limit = policy.catch_up_limit
+            if limit is not None and len(rows) > limit + 1:  # skip the oldest: see DepthPolicy
+                mtp_next += len(rows) - limit - 1
+                rows = rows[-limit - 1 :]
             logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
             mtp_rows, mtp_next = [], n_past + 1
             while True:
