@@ -74,12 +74,17 @@ PhysicalDeviceProperties = _struct("PhysicalDeviceProperties", (
     "u32 apiVersion; u32 driverVersion; u32 vendorID; u32 deviceID; u32 deviceType; char deviceName[256]; "
     "u8 pipelineCacheUUID[16]; Limits limits; u32 sparseProperties[5]"), Limits=PhysicalDeviceLimits)
 PhysicalDeviceProperties2 = _struct("PhysicalDeviceProperties2", _header("Props properties"), Props=PhysicalDeviceProperties)
+PhysicalDeviceFloatControlsProperties = _struct("PhysicalDeviceFloatControlsProperties", _header(
+    "u32 denormBehaviorIndependence; u32 roundingModeIndependence; u32 shaderSignedZeroInfNanPreserveFloat16; "
+    "u32 shaderSignedZeroInfNanPreserveFloat32; u32 shaderSignedZeroInfNanPreserveFloat64; u32 shaderDenormPreserveFloat16; "
+    "u32 shaderDenormPreserveFloat32; u32 rest[10]"))
 PhysicalDeviceSubgroupProperties = _struct("PhysicalDeviceSubgroupProperties", _header(
     "u32 subgroupSize; u32 supportedStages; u32 supportedOperations; u32 quadOperationsInAllStages"))
 # Feature structs: their VkBool32 fields as one array, indexed by the FEATURE_* constants below.
 PhysicalDeviceFeatures2 = _struct("PhysicalDeviceFeatures2", _header("u32 f[55]"))
 PhysicalDeviceVulkan11Features = _struct("PhysicalDeviceVulkan11Features", _header("u32 f[12]"))
 PhysicalDeviceVulkan12Features = _struct("PhysicalDeviceVulkan12Features", _header("u32 f[47]"))
+PhysicalDeviceVulkan13Features = _struct("PhysicalDeviceVulkan13Features", _header("u32 f[15]"))
 QueueFamilyProperties = _struct("QueueFamilyProperties",
                                 "u32 queueFlags; u32 queueCount; u32 timestampValidBits; u32 minImageTransferGranularity[3]")
 DeviceQueueCreateInfo = _struct("DeviceQueueCreateInfo", _header(
@@ -125,18 +130,19 @@ ST_SUBMIT_INFO, ST_MEMORY_ALLOCATE_INFO, ST_FENCE_CREATE_INFO, ST_QUERY_POOL_CRE
 ST_BUFFER_CREATE_INFO, ST_SHADER_MODULE_CREATE_INFO, ST_PIPELINE_SHADER_STAGE_CREATE_INFO = 12, 16, 18
 ST_COMPUTE_PIPELINE_CREATE_INFO, ST_PIPELINE_LAYOUT_CREATE_INFO, ST_COMMAND_POOL_CREATE_INFO = 29, 30, 39
 ST_COMMAND_BUFFER_ALLOCATE_INFO, ST_COMMAND_BUFFER_BEGIN_INFO, ST_MEMORY_BARRIER = 40, 42, 46
-ST_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, ST_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES = 49, 51
+ST_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, ST_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, ST_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES = 49, 51, 53
 ST_PHYSICAL_DEVICE_FEATURES_2, ST_PHYSICAL_DEVICE_PROPERTIES_2 = 1000059000, 1000059001
 ST_MEMORY_ALLOCATE_FLAGS_INFO, ST_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES = 1000060000, 1000094000
-ST_BUFFER_DEVICE_ADDRESS_INFO = 1000244001
+ST_BUFFER_DEVICE_ADDRESS_INFO, ST_PHYSICAL_DEVICE_FLOAT_CONTROLS_PROPERTIES = 1000244001, 1000197000
 
 # Indices into the feature arrays (VkPhysicalDeviceFeatures, ...Vulkan11Features, ...Vulkan12Features).
-FEATURE_ROBUST_BUFFER_ACCESS, FEATURE_SHADER_FLOAT64, FEATURE_SHADER_INT64, FEATURE_SHADER_INT16 = 0, 39, 40, 41
+FEATURE_ROBUST_BUFFER_ACCESS, FEATURE_SHADER_FLOAT64, FEATURE_SHADER_INT64 = 0, 39, 40
 FEATURE11_STORAGE_BUFFER_16BIT = 0
-FEATURE12_STORAGE_BUFFER_8BIT, FEATURE12_SHADER_INT8, FEATURE12_BUFFER_DEVICE_ADDRESS = 0, 6, 36
+FEATURE12_BUFFER_DEVICE_ADDRESS = 36
 FEATURE12_BUFFER_DEVICE_ADDRESS_CAPTURE_REPLAY, FEATURE12_BUFFER_DEVICE_ADDRESS_MULTI_DEVICE = 37, 38
+FEATURE13_COMPUTE_FULL_SUBGROUPS = 8
 
-API_VERSION_1_2 = (1 << 22) | (2 << 12)
+API_VERSION_1_2, API_VERSION_1_3 = (1 << 22) | (2 << 12), (1 << 22) | (3 << 12)
 DEVICE_TYPE_NAMES = {0: "other", 1: "integrated GPU", 2: "discrete GPU", 3: "virtual GPU", 4: "CPU"}
 QUEUE_COMPUTE = 0x2
 MEMORY_DEVICE_LOCAL, MEMORY_HOST_VISIBLE, MEMORY_HOST_COHERENT, MEMORY_HOST_CACHED = 0x1, 0x2, 0x4, 0x8
@@ -145,6 +151,7 @@ BUFFER_USAGE_DEVICE_ADDRESS = 0x20000
 MEMORY_ALLOCATE_DEVICE_ADDRESS = 0x2
 SHADER_STAGE_COMPUTE = 0x20
 PIPELINE_CREATE_DISPATCH_BASE = 0x10
+SHADER_STAGE_REQUIRE_FULL_SUBGROUPS = 0x2
 STAGE_COMPUTE, STAGE_TRANSFER, STAGE_HOST = 0x800, 0x1000, 0x4000
 ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_READ, ACCESS_TRANSFER_WRITE = 0x20, 0x40, 0x800, 0x1000
 ACCESS_HOST_READ, ACCESS_HOST_WRITE = 0x2000, 0x4000

@@ -9,23 +9,22 @@ from __future__ import annotations
 import ctypes
 import os
 from ctypes import byref, c_uint32, c_uint64, c_void_p
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mtprun.native.device_memory import AddressMap, byte_view, pack_arguments
 from mtprun.native.vulkan import api as vk
+from mtprun.native.vulkan.build_shaders import spirv_code, spirv_path
 from mtprun.runner.errors import MtprunError
 
-SPIRV_DIR = Path(__file__).resolve().parent / "spirv"
 PUSH_BYTES = 128  # every device offers at least this much push-constant space
 _STAGING_BYTES = 64 << 20  # uploads and downloads of device-local memory go through this in pieces
 _PREFERENCE = {2: 0, 1: 1, 3: 2, 4: 3}  # device type -> rank: discrete, integrated, virtual, CPU, then other
 _CPU_TYPE = 4
-_REQUIRED = ((vk.FEATURE_SHADER_FLOAT64, "shaderFloat64"), (vk.FEATURE_SHADER_INT64, "shaderInt64"),
-             (vk.FEATURE_SHADER_INT16, "shaderInt16"))
-_REQUIRED12 = ((vk.FEATURE12_BUFFER_DEVICE_ADDRESS, "bufferDeviceAddress"),
-               (vk.FEATURE12_STORAGE_BUFFER_8BIT, "storageBuffer8BitAccess"), (vk.FEATURE12_SHADER_INT8, "shaderInt8"))
+# What the shaders use (native/vulkan/shaders): double sums and transcendentals, 64-bit addresses,
+# 16-bit loads of block weights, buffers by device address.
+_REQUIRED = ((vk.FEATURE_SHADER_FLOAT64, "shaderFloat64"), (vk.FEATURE_SHADER_INT64, "shaderInt64"))
+_REQUIRED12 = ((vk.FEATURE12_BUFFER_DEVICE_ADDRESS, "bufferDeviceAddress"),)
 
 
 def pack_push_constants(values: list) -> bytes:
@@ -61,14 +60,20 @@ class _Instance:
 class _PhysicalDevice:
     def __init__(self, lib: ctypes.CDLL, handle: c_void_p) -> None:
         self.handle = handle
-        self.subgroup = vk.PhysicalDeviceSubgroupProperties(vk.ST_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, None)
+        self.float_controls = vk.PhysicalDeviceFloatControlsProperties(vk.ST_PHYSICAL_DEVICE_FLOAT_CONTROLS_PROPERTIES, None)
+        self.subgroup = vk.PhysicalDeviceSubgroupProperties(vk.ST_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                                                           ctypes.addressof(self.float_controls))
         props = vk.PhysicalDeviceProperties2(vk.ST_PHYSICAL_DEVICE_PROPERTIES_2, ctypes.addressof(self.subgroup))
         lib.vkGetPhysicalDeviceProperties2(handle, byref(props))
         self.props = props.properties
         self.name = self.props.deviceName.decode(errors="replace")
         self.type = self.props.deviceType
         # The feature chain, kept: the device is created with exactly what it reports (less a few).
-        self.f12 = vk.PhysicalDeviceVulkan12Features(vk.ST_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, None)
+        # Vulkan 1.3's struct only where the device knows it (computeFullSubgroups, for the .sg kernels).
+        self.f13 = vk.PhysicalDeviceVulkan13Features(vk.ST_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, None)
+        has13 = self.props.apiVersion >= vk.API_VERSION_1_3
+        self.f12 = vk.PhysicalDeviceVulkan12Features(vk.ST_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                                     ctypes.addressof(self.f13) if has13 else None)
         self.f11 = vk.PhysicalDeviceVulkan11Features(vk.ST_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, ctypes.addressof(self.f12))
         self.features = vk.PhysicalDeviceFeatures2(vk.ST_PHYSICAL_DEVICE_FEATURES_2, ctypes.addressof(self.f11))
         if self.props.apiVersion >= vk.API_VERSION_1_2:
@@ -194,9 +199,14 @@ class VulkanDevice:
         self.limits = phys.props.limits
         self.subgroup_size = phys.subgroup.subgroupSize
         # The butterfly kernels' subgroup variants need 32-lane shuffles in compute shaders.
-        self.use_subgroups = (self.subgroup_size >= 32 and phys.subgroup.supportedOperations & vk.SUBGROUP_FEATURE_SHUFFLE
-                              and phys.subgroup.supportedStages & vk.SHADER_STAGE_COMPUTE
-                              and os.environ.get("MTPRUN_VULKAN_SUBGROUPS", "1") != "0")
+        # The .sg kernels number threads within full subgroups of >= 32 invocations (warp.glsl).
+        self.use_subgroups = bool(self.subgroup_size >= 32 and phys.subgroup.supportedOperations & vk.SUBGROUP_FEATURE_SHUFFLE
+                                  and phys.subgroup.supportedStages & vk.SHADER_STAGE_COMPUTE
+                                  and phys.f13.f[vk.FEATURE13_COMPUTE_FULL_SUBGROUPS]
+                                  and os.environ.get("MTPRUN_VULKAN_SUBGROUPS", "1") != "0")
+        # IEEE float32 modes every kernel declares; taken out of the SPIR-V where the device lacks them.
+        self._float_modes = {"denorm_preserve": bool(phys.float_controls.shaderDenormPreserveFloat32),
+                             "inf_nan_preserve": bool(phys.float_controls.shaderSignedZeroInfNanPreserveFloat32)}
         self.max_groups = int(self.limits.maxComputeWorkGroupCount[0])
         count = c_uint32()
         lib.vkGetPhysicalDeviceQueueFamilyProperties(phys.handle, byref(count), None)
@@ -337,36 +347,35 @@ class VulkanDevice:
         self.lib.vkCmdPipelineBarrier(cb, src_stage, dst_stage, 0, 1, byref(mb), 0, None, 0, None)
 
     # -- pipelines
-    def _module(self, name: str) -> c_uint64:
-        mod = self._modules.get(name)
+    def _module(self, kernel: str, subgroup: bool) -> c_uint64:
+        key = f"{kernel}.sg" if subgroup else kernel
+        mod = self._modules.get(key)
         if mod is None:
-            path = SPIRV_DIR / f"{name}.spv"
-            if not path.exists():
-                raise MtprunError(f"the Vulkan kernel {name} is missing from the package ({path}).")
-            code = path.read_bytes()
+            if not spirv_path(kernel, subgroup).exists():
+                raise MtprunError(f"the Vulkan kernel {key} is missing from the package ({spirv_path(kernel, subgroup)}).")
+            code = spirv_code(kernel, subgroup, **self._float_modes)
             buf = ctypes.create_string_buffer(code, len(code))
             info = vk.ShaderModuleCreateInfo(vk.ST_SHADER_MODULE_CREATE_INFO, None, 0, len(code), ctypes.addressof(buf))
-            mod = self._modules[name] = c_uint64()
-            vk.check(self.lib.vkCreateShaderModule(self.handle, byref(info), None, byref(mod)), f"vkCreateShaderModule({name})")
+            mod = self._modules[key] = c_uint64()
+            vk.check(self.lib.vkCreateShaderModule(self.handle, byref(info), None, byref(mod)), f"vkCreateShaderModule({key})")
         return mod
 
-    def kernel_file(self, kernel: str) -> str:
-        """The SPIR-V file a kernel runs from here: its subgroup variant where the device allows."""
-        if self.use_subgroups and (SPIRV_DIR / f"{kernel}.sg.spv").exists():
-            return f"{kernel}.sg"
-        return kernel
+    def uses_subgroup_variant(self, kernel: str) -> bool:
+        """Whether a kernel runs from its subgroup variant here (where it has one and the device allows)."""
+        return bool(self.use_subgroups and spirv_path(kernel, True).exists())
 
     def pipeline(self, kernel: str, block: int, shared: int) -> c_uint64:
         key = (kernel, block, shared)
         pipe = self._pipelines.get(key)
         if pipe is None:
-            module = self._module(self.kernel_file(kernel))
+            subgroup = self.uses_subgroup_variant(kernel)
+            module = self._module(kernel, subgroup)
             consts = (c_uint32 * 2)(block, max(shared // 4, 1))
             entries = (vk.SpecializationMapEntry * 2)(vk.SpecializationMapEntry(0, 0, 4), vk.SpecializationMapEntry(1, 4, 4))
             spec = vk.SpecializationInfo(2, ctypes.addressof(entries), 8, ctypes.addressof(consts))
-            stage = vk.PipelineShaderStageCreateInfo(vk.ST_PIPELINE_SHADER_STAGE_CREATE_INFO, None, 0, vk.SHADER_STAGE_COMPUTE,
-                                                     module.value, b"main",
-                                                     ctypes.addressof(spec))
+            flags = vk.SHADER_STAGE_REQUIRE_FULL_SUBGROUPS if subgroup else 0  # warps of 32 inside one subgroup
+            stage = vk.PipelineShaderStageCreateInfo(vk.ST_PIPELINE_SHADER_STAGE_CREATE_INFO, None, flags, vk.SHADER_STAGE_COMPUTE,
+                                                     module.value, b"main", ctypes.addressof(spec))
             info = vk.ComputePipelineCreateInfo(vk.ST_COMPUTE_PIPELINE_CREATE_INFO, None, vk.PIPELINE_CREATE_DISPATCH_BASE,
                                                 stage, self.layout.value, 0, -1)
             pipe = self._pipelines[key] = c_uint64()
