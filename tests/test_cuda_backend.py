@@ -13,8 +13,7 @@ import mtprun
 from fixtures import model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import Graph, StateSpec
-from test_gpu_backends import random_weight
+from test_gpu_backends import CHANNELS, WIDTH, random_weight, recurrent_graph, recurrent_inputs, recurrent_states
 
 F32 = np.float32
 T = gguf.GGMLQuantizationType
@@ -45,29 +44,17 @@ def test_graph_replay_equals_direct_launches_across_commits():
     from mtprun.native.cuda_backend import CudaBackend
 
     rng = np.random.default_rng(5)
-    dim, hk, hv, width, channels = 64, 2, 4, 4, 96
-    states = [StateSpec("conv", "recurrent", (width - 1, channels), 4), StateSpec("ssm", "recurrent", (hv, dim, dim), 4)]
-    cw = random_weight("cw", T.F32, (channels, width), rng)
+    dim = 64
+    cw = random_weight("cw", T.F32, (CHANNELS, WIDTH), rng)
     backends = [CudaBackend(graphs=True), CudaBackend(graphs=False)]
     for b in backends:
         b.load_weights({"cw": cw})
-        b.alloc_states(states)
+        b.alloc_states(recurrent_states(dim))
     graphs = {}
     for n, keep in ((6, 6), (3, 2), (1, 1), (3, 1), (3, 3), (1, 1), (3, 2), (2, 2)):
-        g = graphs.get(n)
-        if g is None:  # one Graph per size, replayed with each new input and commit
-            g = graphs[n] = Graph(f"rec{n}")
-            g.output("conv", g.ssm_conv(g.input("x", (n, channels)), g.weight("cw", (channels, width)), "conv"))
-            q, k = g.l2_norm(g.input("q", (n, hk, dim)), 1e-6), g.l2_norm(g.input("k", (n, hk, dim)), 1e-6)
-            g.output("o", g.delta_net(q, k, g.input("v", (n, hv, dim)), g.input("g", (n, hv)), g.input("beta", (n, hv)), "ssm"))
-        inputs = {
-            "x": rng.standard_normal((n, channels)).astype(F32),
-            "q": rng.standard_normal((n, hk, dim)).astype(F32),
-            "k": rng.standard_normal((n, hk, dim)).astype(F32),
-            "v": rng.standard_normal((n, hv, dim)).astype(F32),
-            "g": -rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
-            "beta": rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
-        }
+        if n not in graphs:  # one Graph per size, replayed with each new input and commit
+            graphs[n] = recurrent_graph(n, dim)
+        g, inputs = graphs[n], recurrent_inputs(rng, n, dim)
         got = [b.run(g, inputs) for b in backends]
         for name in got[0]:
             assert np.array_equal(got[0][name], got[1][name]), (n, name)

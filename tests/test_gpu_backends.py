@@ -151,26 +151,40 @@ def test_attention_position_outside_the_context_is_an_error(gpu):
     assert np.isfinite(ours.run(g, {"q": np.ones((1, 1, 64), F32), "pos": np.array([7], np.int32)})["o"]).all()
 
 
+HK, HV, WIDTH, CHANNELS = 2, 4, 4, 96  # the recurrent tests' heads and conv shape
+
+
+def recurrent_states(dim: int) -> list[StateSpec]:
+    return [StateSpec("conv", "recurrent", (WIDTH - 1, CHANNELS), 4), StateSpec("ssm", "recurrent", (HV, dim, dim), 4)]
+
+
+def recurrent_graph(n: int, dim: int) -> Graph:
+    """ssm_conv and delta_net over n tokens, on the states of recurrent_states(dim)."""
+    g = Graph(f"rec{n}")
+    g.output("conv", g.ssm_conv(g.input("x", (n, CHANNELS)), g.weight("cw", (CHANNELS, WIDTH)), "conv"))
+    q, k = g.l2_norm(g.input("q", (n, HK, dim)), 1e-6), g.l2_norm(g.input("k", (n, HK, dim)), 1e-6)
+    g.output("o", g.delta_net(q, k, g.input("v", (n, HV, dim)), g.input("g", (n, HV)), g.input("beta", (n, HV)), "ssm"))
+    return g
+
+
+def recurrent_inputs(rng: np.random.Generator, n: int, dim: int) -> dict[str, np.ndarray]:
+    return {
+        "x": rng.standard_normal((n, CHANNELS)).astype(F32),
+        "q": rng.standard_normal((n, HK, dim)).astype(F32),
+        "k": rng.standard_normal((n, HK, dim)).astype(F32),
+        "v": rng.standard_normal((n, HV, dim)).astype(F32),
+        "g": -rng.uniform(0.0, 1.0, (n, HV)).astype(F32),
+        "beta": rng.uniform(0.0, 1.0, (n, HV)).astype(F32),
+    }
+
+
 @gpus
 @pytest.mark.parametrize("dim", [64, 128])
 def test_ssm_conv_and_delta_net_with_snapshots_and_commits(gpu, dim):
     rng = np.random.default_rng(dim)
-    hk, hv, width, channels = 2, 4, 4, 96
-    states = [StateSpec("conv", "recurrent", (width - 1, channels), 4), StateSpec("ssm", "recurrent", (hv, dim, dim), 4)]
-    ref, ours = _backends(gpu, [random_weight("cw", T.F32, (channels, width), rng)], states)
+    ref, ours = _backends(gpu, [random_weight("cw", T.F32, (CHANNELS, WIDTH), rng)], recurrent_states(dim))
     for n, keep in ((6, 6), (3, 2), (1, 1), (4, 1), (2, 2)):
-        g = Graph(f"rec{n}")
-        g.output("conv", g.ssm_conv(g.input("x", (n, channels)), g.weight("cw", (channels, width)), "conv"))
-        q, k = g.l2_norm(g.input("q", (n, hk, dim)), 1e-6), g.l2_norm(g.input("k", (n, hk, dim)), 1e-6)
-        g.output("o", g.delta_net(q, k, g.input("v", (n, hv, dim)), g.input("g", (n, hv)), g.input("beta", (n, hv)), "ssm"))
-        inputs = {
-            "x": rng.standard_normal((n, channels)).astype(F32),
-            "q": rng.standard_normal((n, hk, dim)).astype(F32),
-            "k": rng.standard_normal((n, hk, dim)).astype(F32),
-            "v": rng.standard_normal((n, hv, dim)).astype(F32),
-            "g": -rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
-            "beta": rng.uniform(0.0, 1.0, (n, hv)).astype(F32),
-        }
+        g, inputs = recurrent_graph(n, dim), recurrent_inputs(rng, n, dim)
         _same(ref, ours, g, inputs, 1e-5)
         for b in (ref, ours):
             b.commit(["conv", "ssm"], keep)

@@ -962,47 +962,46 @@ static inline const float *pass_input(const float *src, int64_t b0, int64_t nb, 
     return pad;
 }
 
-static void q4_k(const float *x, uint8_t *y, int64_t nb) {
+/* The quants of one super-block after its d, dmin and scales (Q4_K: 4-bit; Q5_K: 4 bits + a high bit). */
+static void pack_q4_k(const uint8_t *lv, uint8_t *o) {
+    for (int g = 0; g < 4; g++)  /* 64-value groups: the low nibbles the first 32, the high the next */
+        for (int i = 0; i < 32; i++)
+            o[32 * g + i] = (uint8_t)(lv[64 * g + i] | lv[64 * g + 32 + i] << 4);
+}
+
+static void pack_q5_k(const uint8_t *lv, uint8_t *o) {
+    for (int i = 0; i < 32; i++) {  /* the fifth bit of sub-block j is bit j of qh */
+        uint8_t h = 0;
+        for (int j = 0; j < 8; j++)
+            h |= (uint8_t)((lv[32 * j + i] >> 4) << j);
+        o[i] = h;
+    }
+    for (int g = 0; g < 4; g++)
+        for (int i = 0; i < 32; i++)
+            o[32 + 32 * g + i] = (uint8_t)((lv[64 * g + i] & 0xf) | (lv[64 * g + 32 + i] & 0xf) << 4);
+}
+
+/* Q4_K and Q5_K: the scale search over NSB4 super-blocks at a time, then each one's bytes. */
+static void k4_blocks(const float *x, uint8_t *y, int64_t nb, int nmax, float rmin, int nstep, int block_bytes,
+                      void (*pack)(const uint8_t *lv, uint8_t *o)) {
     float pad[NSB4 * QK_K];
     for (int64_t b0 = 0; b0 < nb; b0 += NSB4) {
         uint16_t d[NSB4], dmin[NSB4];
         uint8_t scales[NSB4][12], lv[NSB4][QK_K];
-        k4_pass(pass_input(x, b0, nb, NSB4, pad), 15, -1.0f, 20, d, dmin, scales, lv);
+        k4_pass(pass_input(x, b0, nb, NSB4, pad), nmax, rmin, nstep, d, dmin, scales, lv);
         for (int64_t s = 0; s < NSB4 && b0 + s < nb; s++) {
-            uint8_t *o = y + (b0 + s) * 144;
+            uint8_t *o = y + (b0 + s) * block_bytes;
             put16(o, d[s]);
             put16(o + 2, dmin[s]);
             memcpy(o + 4, scales[s], 12);
-            for (int g = 0; g < 4; g++)  /* 64-value groups: the low nibbles the first 32, the high the next */
-                for (int i = 0; i < 32; i++)
-                    o[16 + 32 * g + i] = (uint8_t)(lv[s][64 * g + i] | lv[s][64 * g + 32 + i] << 4);
+            pack(lv[s], o + 16);
         }
     }
 }
 
-static void q5_k(const float *x, uint8_t *y, int64_t nb) {
-    float pad[NSB4 * QK_K];
-    for (int64_t b0 = 0; b0 < nb; b0 += NSB4) {
-        uint16_t d[NSB4], dmin[NSB4];
-        uint8_t scales[NSB4][12], lv[NSB4][QK_K];
-        k4_pass(pass_input(x, b0, nb, NSB4, pad), 31, -0.5f, 15, d, dmin, scales, lv);
-        for (int64_t s = 0; s < NSB4 && b0 + s < nb; s++) {
-            uint8_t *o = y + (b0 + s) * 176;
-            put16(o, d[s]);
-            put16(o + 2, dmin[s]);
-            memcpy(o + 4, scales[s], 12);
-            for (int i = 0; i < 32; i++) {  /* the fifth bit of sub-block j is bit j of qh */
-                uint8_t h = 0;
-                for (int j = 0; j < 8; j++)
-                    h |= (uint8_t)((lv[s][32 * j + i] >> 4) << j);
-                o[16 + i] = h;
-            }
-            for (int g = 0; g < 4; g++)
-                for (int i = 0; i < 32; i++)
-                    o[48 + 32 * g + i] = (uint8_t)((lv[s][64 * g + i] & 0xf) | (lv[s][64 * g + 32 + i] & 0xf) << 4);
-        }
-    }
-}
+static void q4_k(const float *x, uint8_t *y, int64_t nb) { k4_blocks(x, y, nb, 15, -1.0f, 20, 144, pack_q4_k); }
+
+static void q5_k(const float *x, uint8_t *y, int64_t nb) { k4_blocks(x, y, nb, 31, -0.5f, 15, 176, pack_q5_k); }
 
 static void q6_k(const float *x, uint8_t *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += QK_K, y += 210) {
