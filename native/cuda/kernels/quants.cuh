@@ -83,13 +83,22 @@ template <int T> __device__ __forceinline__ void deq32(const u8* __restrict__ ro
         int sc, mn;
         scale_min_k4(j, b + 4, &sc, &mn);
         const float d1 = d * (float)sc, m1 = dmin * (float)mn;
-        const u8* qh = b + 16;
-        const u8* q = b + (five ? 48 : 16) + 32 * (j >> 1);
+        // Super-blocks (144 / 176 bytes) and rows are multiples of 16 bytes from 256-aligned
+        // buffers, so the 32 quant bytes (and Q5_K's 32 high-bit bytes) load as two 16-byte vectors.
+        const uint4* q4 = (const uint4*)(b + (five ? 48 : 16) + 32 * (j >> 1));
+        const uint4 qa = q4[0], qb = q4[1];
+        const u32 qw[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        u32 hw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (five) {
+            const uint4* h4 = (const uint4*)(b + 16);
+            const uint4 ha = h4[0], hb = h4[1];
+            hw[0] = ha.x, hw[1] = ha.y, hw[2] = ha.z, hw[3] = ha.w, hw[4] = hb.x, hw[5] = hb.y, hw[6] = hb.z, hw[7] = hb.w;
+        }
         const int shift = (j & 1) * 4;
 #pragma unroll
         for (int l = 0; l < 32; l++) {
-            int v = (q[l] >> shift) & 0xF;
-            if (five) v += (qh[l] >> j) & 1 ? 16 : 0;
+            int v = (qw[l >> 2] >> (8 * (l & 3) + shift)) & 0xF;
+            if (five) v += (hw[l >> 2] >> (8 * (l & 3) + j)) & 1 ? 16 : 0;
             w[l] = d1 * (float)v - m1;
         }
     } else if constexpr (T == T_Q6_K) {
@@ -100,10 +109,15 @@ template <int T> __device__ __forceinline__ void deq32(const u8* __restrict__ ro
         const i8* sc = (const i8*)(b + 192 + 8 * half);
         const float d = h2f(ld16(b + 208));
         const int lo_shift = (g >> 1) * 4, hi_shift = 2 * g;
+        // 210-byte super-blocks are only 2-byte aligned: the quant bytes load in 16-bit pairs.
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            const int q = (((ql[l] >> lo_shift) & 0xF) | (((qh[l] >> hi_shift) & 3) << 4)) - 32;
-            w[l] = d * (float)sc[(l >> 4) + 2 * g] * (float)q;
+        for (int l = 0; l < 32; l += 2) {
+            const u32 lo = ld16(ql + l), hi = ld16(qh + l);
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int q = (((lo >> (8 * e + lo_shift)) & 0xF) | (((hi >> (8 * e + hi_shift)) & 3) << 4)) - 32;
+                w[l + e] = d * (float)sc[((l + e) >> 4) + 2 * g] * (float)q;
+            }
         }
     }
 }
