@@ -20,6 +20,8 @@ from mtprun.native.gpu import Compiled, GpuBackend
 class CudaDevice:
     """GpuDevice for one NVIDIA GPU: its primary context, one stream, the NVRTC-built kernels."""
 
+    device_seconds = None  # steps are not timed on the device
+
     def __init__(self, ordinal: int = 0, graphs: bool | None = None) -> None:
         self._drv = Driver(ordinal)
         self._k = Kernels(self._drv)

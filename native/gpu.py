@@ -101,6 +101,7 @@ class GpuDevice(Protocol):
     """What a GPU backend brings: memory by address, and how a compiled graph runs."""
 
     name: str
+    device_seconds: float | None  # GPU busy time of every step run so far, where the device measures it
 
     def alloc(self, nbytes: int) -> DeviceBuffer: ...
 
@@ -153,6 +154,11 @@ class GpuBackend:
         self._kv: dict[str, _Kv] = {}
         self._rec: dict[str, _Recurrent] = {}
         self._compiled: dict[int, Compiled] = {}
+
+    @property
+    def device_seconds(self) -> float | None:
+        """GPU busy time of every step run so far (Vulkan: timestamp queries), or None if unmeasured."""
+        return self._dev.device_seconds
 
     # -- contract: weights and states
     def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:

@@ -374,8 +374,10 @@ def merge_stats(parts: Sequence[GenerationStats]) -> GenerationStats:
     for s in parts:
         for k, v in s.seconds.items():
             seconds[k] = seconds.get(k, 0.0) + v
+    device = [s.device_seconds for s in parts]
     return GenerationStats(prompt_tokens=sum(s.prompt_tokens for s in parts), generated=sum(s.generated for s in parts),
-                           steps=[step for s in parts for step in s.steps], seconds=seconds)
+                           steps=[step for s in parts for step in s.steps], seconds=seconds,
+                           device_seconds=None if None in device else sum(device))
 
 
 def conditional_acceptance(steps: Sequence[StepRecord], depth: int) -> list[float]:
@@ -397,9 +399,12 @@ def expected_tokens_per_step(a: Sequence[float]) -> float:
 
 
 def _summary(stats: GenerationStats) -> dict:
+    decode_wall = sum(v for k, v in stats.seconds.items() if k != "prefill")
     return {
         "tokens": stats.generated,
         "decode_tokens_per_s": stats.decode_tokens_per_s,
+        # the share of decode wall time the GPU was busy (Vulkan timestamp queries); None where unmeasured
+        "device_share": stats.device_seconds / decode_wall if stats.device_seconds is not None and decode_wall > 0 else None,
         "acceptance_rate": stats.acceptance_rate if stats.drafted else None,
         "mean_accepted_length": stats.mean_accepted_length if stats.drafted else None,
     }

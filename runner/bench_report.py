@@ -51,6 +51,9 @@ def format_report(r: dict) -> str:
         out += ["", "the model has no MTP head: only depth 0 was measured (pair one with --mtp-model)."]
     out += [f"WARNING: depth {row['depth']} did not produce the tokens of depth 0." for row in r["depths"]
             if not row["same_tokens_as_depth_0"]]
+    if any(d.get("device_share") is not None for d in r["depths"]):
+        shares = ", ".join(f"{d['depth']}: {_pct(d['device_share'])}" for d in r["depths"])
+        out += ["", f"GPU busy share of decode wall time (timestamp queries), by depth: {shares}"]
     auto = next((d for d in r["depths"] if d["depth"] == "auto"), None)
     if auto:
         chosen = ", ".join(f"{k}: {v}" for k, v in auto["depth_histogram"].items())

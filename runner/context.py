@@ -63,6 +63,10 @@ class Context:
         )
         return out.get("logits"), out["h_nextn"]
 
+    def device_seconds(self) -> float | None:
+        """The backend's GPU busy time so far, where it measures one (native/gpu.py), else None."""
+        return getattr(self.backend, "device_seconds", None)
+
     def commit(self, n_keep: int) -> None:
         self.backend.commit(self.recurrent_names, n_keep)
 

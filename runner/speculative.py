@@ -61,6 +61,7 @@ def decode(
             mtp_next = len(head)
         pending_h = h[-1]
     timer.add("prefill", t0)
+    device_start = ctx.device_seconds()
 
     last, n_past, produced = int(prompt[-1]), len(prompt) - 1, 0
     max_snap = ctx.max_snapshots
@@ -122,6 +123,8 @@ def decode(
             produced += 1
             stats.generated = produced
             stats.seconds = dict(timer.seconds)
+            if device_start is not None:
+                stats.device_seconds = ctx.device_seconds() - device_start
             yield tok
             if tok in eog_ids:
                 return

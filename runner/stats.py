@@ -24,6 +24,7 @@ class GenerationStats:
     generated: int = 0
     steps: list[StepRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # prefill / draft / verify / rollback
+    device_seconds: float | None = None  # GPU busy time of the decode steps, where the backend measures it
     # The adaptive depth policy, when it chose the depths: its estimates are read on demand (`auto`),
     # not copied every step, which would cost a small model several percent of its decode speed.
     policy: Any = None

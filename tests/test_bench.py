@@ -15,7 +15,7 @@ from tests.fixtures import model_file, needs_fixtures
 DEPTH_FIELDS = {
     "depth", "tokens", "decode_tokens_per_s", "acceptance_rate", "mean_accepted_length", "steps", "speedup",
     "ideal_speedup", "expected_tokens_per_step", "accepted_per_position", "conditional_acceptance",
-    "verify_decode_ratio", "seconds", "same_tokens_as_depth_0", "by_kind",
+    "verify_decode_ratio", "seconds", "same_tokens_as_depth_0", "by_kind", "device_share",
 }
 
 

@@ -150,3 +150,18 @@ def test_mtp_on_and_off_give_the_same_tokens():
     ids = next(iter(prompts("tiny-qwen35moe").values()))
     plain = m.generate(ids, n_predict=8, temp=0.9, seed=3).tokens
     assert m.generate(ids, n_predict=8, temp=0.9, seed=3, spec_draft_n_max=3).tokens == plain
+
+
+@needs_vulkan
+def test_timestamp_queries_measure_the_gpu_time_of_each_step():
+    import time
+
+    backend = create_backend("vulkan")
+    g = Graph("norm")
+    g.output("y", g.rms_norm(g.input("x", (512, 256)), None, 1e-6))
+    x = np.ones((512, 256), np.float32)
+    backend.run(g, {"x": x})
+    before, t0 = backend.device_seconds, time.perf_counter()
+    backend.run(g, {"x": x})
+    wall = time.perf_counter() - t0
+    assert 0.0 < backend.device_seconds - before <= wall

@@ -108,6 +108,8 @@ class MetalDevice:
     """GpuDevice on the system's default Metal device (a process-wide object: never released here):
     one command queue, the kernel library, a pipeline per kernel name."""
 
+    device_seconds = None  # steps are not timed on the device
+
     def __init__(self) -> None:
         handle = api.create_system_default_device()  # off macOS: the one-line error
         if not handle:

@@ -213,7 +213,12 @@ class VulkanDevice:
         families = (vk.QueueFamilyProperties * count.value)()
         lib.vkGetPhysicalDeviceQueueFamilyProperties(phys.handle, byref(count), families)
         self.family = next(i for i, f in enumerate(families) if f.queueFlags & vk.QUEUE_COMPUTE)
-        self.timestamps = families[self.family].timestampValidBits > 0
+        # Timestamps around every step give the GPU's busy time (`device_seconds`, for the benchmark).
+        valid_bits = families[self.family].timestampValidBits
+        self.timestamps = valid_bits > 0 and os.environ.get("MTPRUN_VULKAN_TIMESTAMPS", "1") != "0"
+        self._tick_mask = (1 << valid_bits) - 1 if valid_bits < 64 else (1 << 64) - 1
+        self._tick_seconds = float(self.limits.timestampPeriod) * 1e-9
+        self.device_seconds = 0.0  # GPU time of every step executed so far
         priority = ctypes.c_float(1.0)
         queue_info = vk.DeviceQueueCreateInfo(vk.ST_DEVICE_QUEUE_CREATE_INFO, None, 0, self.family, 1, ctypes.addressof(priority))
         # Everything the device reports, less bounds checks (slow) and address capture (debugging).
@@ -388,9 +393,12 @@ class VulkanDevice:
         """Record c's step once: inputs in, every dispatch (row grids past the device's limit in
         pieces), outputs out."""
         lib, lay = self.lib, c.layout
-        rec = _Recorded(self, self._command_buffer())
+        rec = _Recorded(self, self._command_buffer(), self._query_pool() if self.timestamps else None)
         cb = self._begin(rec.cb)
         keep = rec.keep
+        if rec.queries is not None:
+            lib.vkCmdResetQueryPool(cb, rec.queries, 0, 2)
+            lib.vkCmdWriteTimestamp(cb, vk.STAGE_TOP_OF_PIPE, rec.queries, 0)
         region = vk.BufferCopy(0, 0, lay.in_bytes)
         lib.vkCmdCopyBuffer(cb, c.stage_in.buffer, c.arena.buffer, 1, byref(region))
         self._barrier(cb, vk.STAGE_TRANSFER, vk.ACCESS_TRANSFER_WRITE, vk.STAGE_COMPUTE, vk.ACCESS_SHADER_READ | vk.ACCESS_SHADER_WRITE)
@@ -408,25 +416,42 @@ class VulkanDevice:
         region = vk.BufferCopy(lay.out_start, 0, lay.out_bytes)
         lib.vkCmdCopyBuffer(cb, c.arena.buffer, c.stage_out.buffer, 1, byref(region))
         self._barrier(cb, vk.STAGE_TRANSFER, vk.ACCESS_TRANSFER_WRITE, vk.STAGE_HOST, vk.ACCESS_HOST_READ)
+        if rec.queries is not None:
+            lib.vkCmdWriteTimestamp(cb, vk.STAGE_BOTTOM_OF_PIPE, rec.queries, 1)
         vk.check(lib.vkEndCommandBuffer(cb), "vkEndCommandBuffer")
         return rec
 
     def execute(self, c: Any) -> None:
-        self._submit_and_wait(c.program.cb, ended=True)
+        rec = c.program
+        self._submit_and_wait(rec.cb, ended=True)
+        if rec.queries is not None:
+            ticks = (c_uint64 * 2)()
+            rc = self.lib.vkGetQueryPoolResults(self.handle, rec.queries, 0, 2, 16, ticks, 8, vk.QUERY_RESULT_64)
+            if rc == vk.SUCCESS:
+                self.device_seconds += ((ticks[1] - ticks[0]) & self._tick_mask) * self._tick_seconds
 
-    def free_command_buffer(self, cb: c_void_p) -> None:
-        self.lib.vkFreeCommandBuffers(self.handle, self.pool, 1, byref(cb))
+    def _query_pool(self) -> c_uint64:
+        info = vk.QueryPoolCreateInfo(vk.ST_QUERY_POOL_CREATE_INFO, None, 0, vk.QUERY_TYPE_TIMESTAMP, 2, 0)
+        pool = c_uint64()
+        vk.check(self.lib.vkCreateQueryPool(self.handle, byref(info), None, byref(pool)), "vkCreateQueryPool")
+        return pool
+
+    def free_step(self, rec: "_Recorded") -> None:
+        self.lib.vkFreeCommandBuffers(self.handle, self.pool, 1, byref(rec.cb))
+        if rec.queries is not None:
+            self.lib.vkDestroyQueryPool(self.handle, rec.queries, None)
 
 
 class _Recorded:
-    """A recorded command buffer and the push-constant bytes it was recorded from; freed with it."""
+    """A recorded step: its command buffer, the push-constant bytes it was recorded from, and its
+    timestamp query pool (or None); freed with it."""
 
-    def __init__(self, dev: VulkanDevice, cb: c_void_p) -> None:
-        self.dev, self.cb, self.keep = dev, cb, []
+    def __init__(self, dev: VulkanDevice, cb: c_void_p, queries: c_uint64 | None) -> None:
+        self.dev, self.cb, self.queries, self.keep = dev, cb, queries, []
 
     def __del__(self) -> None:
         try:
-            self.dev.free_command_buffer(self.cb)
+            self.dev.free_step(self)
         except Exception:
             pass
 
