@@ -20,7 +20,7 @@ from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from mtprun.native.arena import Layout, plan_arena
-from mtprun.native.numpy_backend import _imrope_uses_text_position
+from mtprun.native.numpy_backend import imrope_uses_text_position
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
@@ -37,7 +37,8 @@ _BLOCK_INPUTS = {"matmul": (1,), "get_rows": (0,), "moe": (1, 2, 3, 4)}
 _ERRORS = {1: "a position is outside the context (n_ctx)", 3: "a token id is outside the vocabulary"}
 _UNARY = {"sigmoid": 0, "silu": 1, "softplus": 2, "scale": 3}
 _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention kernels
-_CONV_WIDTHS, _DELTA_DIMS = (2, 3, 4, 5), (32, 64, 128)  # the instantiated recurrent kernels
+# The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
+MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
 
 
@@ -328,7 +329,7 @@ class GpuBackend:
     # -- ops (one _emit_ per runner.graph op that launches kernels)
     def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
-        nb = 1 if n == 1 else 2 if n == 2 else 4 if n <= 4 else 8
+        nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
         grid = (-(-m // _MM_WARPS), -(-n // nb))
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
@@ -425,7 +426,7 @@ class GpuBackend:
         # The reference's float32 angle steps (repeated float32 products), 0 where no text position.
         theta_scale = F32(base ** (-2.0 / n_rot))
         powers = np.cumprod(np.concatenate([[F32(1)], np.full(half - 1, theta_scale, F32)]), dtype=F32)
-        uses = np.array([_imrope_uses_text_position(i, sections) for i in range(half)])
+        uses = np.array([imrope_uses_text_position(i, sections) for i in range(half)])
         freq = np.where(uses, powers, F32(0)).astype(F32)
         n, heads, d = nd.shape
         self._launch(c, "rope", (n * heads, 1), 128, [_p(args[0]), _p(args[1]), _p(self._upload(c, freq)), _p(out), _i(heads), _i(d), _i(half)])
@@ -446,7 +447,7 @@ class GpuBackend:
     def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
         n, channels = nd.shape
         width = shapes[1][1]
-        if width not in _CONV_WIDTHS:
+        if width not in CONV_WIDTHS:
             raise MtprunError(f"graph {c.graph.name}: ssm_conv of width {width} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (width - 1, channels))
         self._launch(c, f"ssm_conv_{width}", (-(-channels // 128), 1), 128,
@@ -456,7 +457,7 @@ class GpuBackend:
     def _emit_delta_net(self, c, nd, out, args, shapes) -> None:
         n, n_v, dim = nd.shape
         n_k = shapes[0][1]
-        if dim not in _DELTA_DIMS or shapes[0][2] != dim:
+        if dim not in DELTA_DIMS or shapes[0][2] != dim:
             raise MtprunError(f"graph {c.graph.name}: delta_net with state size {dim} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (n_v, dim, dim))
         self._launch(c, f"delta_net_{dim}", (n_v, 1), dim,

@@ -168,7 +168,7 @@ class NumpyBackend:
         # ggml builds theta by repeated float32 multiplication; do the same to land on its angles.
         theta_scale = F32(base ** (-2.0 / n_rot))
         powers = np.cumprod(np.concatenate([[F32(1)], np.full(half - 1, theta_scale, F32)]), dtype=F32)
-        uses_pos = np.array([_imrope_uses_text_position(i, sections) for i in range(half)])
+        uses_pos = np.array([imrope_uses_text_position(i, sections) for i in range(half)])
         theta = (pos.astype(F32)[:, None] * powers[None, :]) * uses_pos[None, :]
         cos = np.cos(theta.astype(np.float64)).astype(F32)[:, None, :]
         sin = np.sin(theta.astype(np.float64)).astype(F32)[:, None, :]
@@ -277,7 +277,7 @@ def _delta_net_chunk(
     return out.transpose(1, 0, 2).astype(F32), s1.astype(F32)
 
 
-def _imrope_uses_text_position(pair: int, sections: Sequence[int]) -> bool:
+def imrope_uses_text_position(pair: int, sections: Sequence[int]) -> bool:
     """Whether rotary pair `pair` takes the token position (sections t, h, w) or the 4th, zero one."""
     sector = pair % sum(sections)
     for axis in range(3):

@@ -144,7 +144,7 @@ def test_templated_kernels_follow_gpu_tables():
         assert table[f"get_rows_{suffix}"] == ("get_rows", str(code))
         assert f"#define T_{suffix.upper()} {code}\n" in library.source()  # quants.h's type codes are ggml's
     assert {k for k in table if k.startswith(("ssm_conv", "delta_net"))} == {
-        *(f"ssm_conv_{w}" for w in gpu._CONV_WIDTHS), *(f"delta_net_{s}" for s in gpu._DELTA_DIMS)}
+        *(f"ssm_conv_{w}" for w in gpu.CONV_WIDTHS), *(f"delta_net_{s}" for s in gpu.DELTA_DIMS)}
 
 
 def test_msl_source_uses_nothing_metal_lacks():
@@ -273,11 +273,11 @@ def _every_op_backend(monkeypatch) -> tuple[GpuBackend, FakeMetal, list[tuple[Gr
     weights = [_weight(f"w{code}", code, (m, k)) for code in TYPES]
     weights += [_weight("router", 0, (4, k)), _weight("nw", 0, (d,))]
     weights += [_weight(f"{part}{code}", code, (4, k, k)) for code in TYPES for part in ("up", "gate", "down")]
-    weights += [_weight(f"cw{w}", 0, (96, w)) for w in gpu._CONV_WIDTHS]
+    weights += [_weight(f"cw{w}", 0, (96, w)) for w in gpu.CONV_WIDTHS]
     backend.load_weights({w.name: w for w in weights})
     states = [StateSpec("kv", "kv", (64, 2, d))]
-    states += [StateSpec(f"conv{w}", "recurrent", (w - 1, 96), 4) for w in gpu._CONV_WIDTHS]
-    states += [StateSpec(f"ssm{s}", "recurrent", (hv, s, s), 4) for s in gpu._DELTA_DIMS]
+    states += [StateSpec(f"conv{w}", "recurrent", (w - 1, 96), 4) for w in gpu.CONV_WIDTHS]
+    states += [StateSpec(f"ssm{s}", "recurrent", (hv, s, s), 4) for s in gpu.DELTA_DIMS]
     backend.alloc_states(states)
     graphs = []
     for n in (1, 2, 3, 8):  # every NB of the matmul kernels
@@ -308,9 +308,9 @@ def _every_op_backend(monkeypatch) -> tuple[GpuBackend, FakeMetal, list[tuple[Gr
         graphs.append((g, inputs))
     g = Graph("recurrent")
     n = 3
-    for w in gpu._CONV_WIDTHS:
+    for w in gpu.CONV_WIDTHS:
         g.output(f"conv{w}", g.ssm_conv(g.input(f"cx{w}", (n, 96)), g.weight(f"cw{w}", (96, w)), f"conv{w}"))
-    for s in gpu._DELTA_DIMS:
+    for s in gpu.DELTA_DIMS:
         q, v = g.input(f"q{s}", (n, hk, s)), g.input(f"v{s}", (n, hv, s))
         g.output(f"o{s}", g.delta_net(q, q, v, g.input(f"g{s}", (n, hv)), g.input(f"b{s}", (n, hv)), f"ssm{s}"))
     inputs = {nd.attrs["name"]: np.zeros(nd.shape, F32) for nd in g.nodes if nd.op == "input"}

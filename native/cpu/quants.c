@@ -127,38 +127,35 @@ static void deq_q8_0(const void *src, float *dst, int64_t k) {
     }
 }
 
-static void deq_q4_k(const void *src, float *dst, int64_t k) {
-    const uint8_t *b = src;
-    for (int64_t i = 0; i < k / QK_K; i++, b += 144) {
-        float d = half_at(b), dmin = half_at(b + 2);
-        const uint8_t *qs = b + 16;
-        for (int j = 0; j < 8; j++, dst += 32) {  /* sub-block j: nibble j % 2 of bytes 32 * (j / 2) .. */
-            int sc, mn;
-            mtp_kquant_scale_min(b + 4, j, &sc, &mn);
-            float ds = d * (float)sc, dm = dmin * (float)mn;
-            const uint8_t *q = qs + 32 * (j / 2);
-            int shift = 4 * (j % 2);
-            for (int l = 0; l < 32; l++)
-                dst[l] = ds * (float)((q[l] >> shift) & 0xf) - dm;
+/* One Q4_K / Q5_K super-block: sub-block j takes nibble j % 2 of bytes 32 * (j / 2) of qs, and
+ * (Q5_K, qh not NULL) bit j of qh as its fifth bit. */
+static void deq_k45(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *dst) {
+    float d = half_at(b), dmin = half_at(b + 2);
+    for (int j = 0; j < 8; j++, dst += 32) {
+        int sc, mn;
+        mtp_kquant_scale_min(b + 4, j, &sc, &mn);
+        float ds = d * (float)sc, dm = dmin * (float)mn;
+        const uint8_t *q = qs + 32 * (j / 2);
+        int shift = 4 * (j % 2);
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> shift) & 0xf;
+            if (qh)
+                v |= ((qh[l] >> j) & 1) << 4;
+            dst[l] = ds * (float)v - dm;
         }
     }
 }
 
+static void deq_q4_k(const void *src, float *dst, int64_t k) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < k / QK_K; i++, b += 144, dst += QK_K)
+        deq_k45(b, NULL, b + 16, dst);
+}
+
 static void deq_q5_k(const void *src, float *dst, int64_t k) {
     const uint8_t *b = src;
-    for (int64_t i = 0; i < k / QK_K; i++, b += 176) {
-        float d = half_at(b), dmin = half_at(b + 2);
-        const uint8_t *qh = b + 16, *qs = b + 48;
-        for (int j = 0; j < 8; j++, dst += 32) {
-            int sc, mn;
-            mtp_kquant_scale_min(b + 4, j, &sc, &mn);
-            float ds = d * (float)sc, dm = dmin * (float)mn;
-            const uint8_t *q = qs + 32 * (j / 2);
-            int shift = 4 * (j % 2);
-            for (int l = 0; l < 32; l++)
-                dst[l] = ds * (float)(((q[l] >> shift) & 0xf) | ((qh[l] >> j) & 1) << 4) - dm;
-        }
-    }
+    for (int64_t i = 0; i < k / QK_K; i++, b += 176, dst += QK_K)
+        deq_k45(b, b + 16, b + 48, dst);
 }
 
 /* Q6_K: two halves of 128; value r of a half takes nibble r / 64 of ql[r % 64] and bits

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtprun.native.gpu import _CONV_WIDTHS, _DELTA_DIMS, TYPES
+from mtprun.native.gpu import CONV_WIDTHS, DELTA_DIMS, MM_BATCHES, TYPES
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 _HEADERS = ("common.h", "quants.h")
-MM_BATCHES = (1, 2, 4, 8)  # rows of x per matmul threadgroup: GpuBackend._matmul launches mm_<t>_<NB> for these
 
 
 def instantiations() -> dict[str, tuple[str, str]]:
@@ -25,8 +24,8 @@ def instantiations() -> dict[str, tuple[str, str]]:
         out.update({f"mm_{suffix}_{nb}": ("mm", f"{code}, {nb}") for nb in MM_BATCHES})
         out[f"mmid_{suffix}"] = ("mmid", str(code))
         out[f"get_rows_{suffix}"] = ("get_rows", str(code))
-    out.update({f"ssm_conv_{k}": ("ssm_conv", str(k)) for k in _CONV_WIDTHS})
-    out.update({f"delta_net_{s}": ("delta_net", str(s)) for s in _DELTA_DIMS})
+    out.update({f"ssm_conv_{k}": ("ssm_conv", str(k)) for k in CONV_WIDTHS})
+    out.update({f"delta_net_{s}": ("delta_net", str(s)) for s in DELTA_DIMS})
     return out
 
 

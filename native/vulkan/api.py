@@ -154,23 +154,21 @@ PIPELINE_CREATE_DISPATCH_BASE = 0x10
 SHADER_STAGE_REQUIRE_FULL_SUBGROUPS = 0x2
 STAGE_TOP_OF_PIPE, STAGE_COMPUTE, STAGE_TRANSFER, STAGE_BOTTOM_OF_PIPE, STAGE_HOST = 0x1, 0x800, 0x1000, 0x2000, 0x4000
 ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_READ, ACCESS_TRANSFER_WRITE = 0x20, 0x40, 0x800, 0x1000
-ACCESS_HOST_READ, ACCESS_HOST_WRITE = 0x2000, 0x4000
+ACCESS_HOST_READ = 0x2000
 COMMAND_POOL_RESET_COMMAND_BUFFER = 0x2
-QUERY_TYPE_TIMESTAMP, QUERY_RESULT_64, QUERY_RESULT_WAIT = 2, 0x1, 0x2
+QUERY_TYPE_TIMESTAMP, QUERY_RESULT_64 = 2, 0x1
 SUBGROUP_FEATURE_SHUFFLE = 0x10
-SUCCESS, TIMEOUT = 0, 2
+SUCCESS = 0
 
 P, H = c_void_p, c_uint64  # dispatchable handle, non-dispatchable handle
 _SIGNATURES: dict[str, list] = {
     "vkCreateInstance": [P, P, POINTER(P)],
-    "vkDestroyInstance": [P, P],
     "vkEnumeratePhysicalDevices": [P, POINTER(c_uint32), P],
     "vkGetPhysicalDeviceProperties2": [P, P],
     "vkGetPhysicalDeviceFeatures2": [P, P],
     "vkGetPhysicalDeviceMemoryProperties": [P, P],
     "vkGetPhysicalDeviceQueueFamilyProperties": [P, POINTER(c_uint32), P],
     "vkCreateDevice": [P, P, P, POINTER(P)],
-    "vkDestroyDevice": [P, P],
     "vkGetDeviceQueue": [P, c_uint32, c_uint32, POINTER(P)],
     "vkCreateBuffer": [P, P, P, POINTER(H)],
     "vkDestroyBuffer": [P, H, P],
@@ -181,13 +179,9 @@ _SIGNATURES: dict[str, list] = {
     "vkMapMemory": [P, H, c_uint64, c_uint64, c_uint32, POINTER(c_void_p)],
     "vkGetBufferDeviceAddress": [P, P],
     "vkCreateShaderModule": [P, P, P, POINTER(H)],
-    "vkDestroyShaderModule": [P, H, P],
     "vkCreatePipelineLayout": [P, P, P, POINTER(H)],
-    "vkDestroyPipelineLayout": [P, H, P],
     "vkCreateComputePipelines": [P, H, c_uint32, P, P, POINTER(H)],
-    "vkDestroyPipeline": [P, H, P],
     "vkCreateCommandPool": [P, P, P, POINTER(H)],
-    "vkDestroyCommandPool": [P, H, P],
     "vkAllocateCommandBuffers": [P, P, POINTER(P)],
     "vkFreeCommandBuffers": [P, H, c_uint32, POINTER(P)],
     "vkBeginCommandBuffer": [P, P],
@@ -204,20 +198,16 @@ _SIGNATURES: dict[str, list] = {
     "vkDestroyQueryPool": [P, H, P],
     "vkGetQueryPoolResults": [P, H, c_uint32, c_uint32, c_size_t, P, c_uint64, c_uint32],
     "vkCreateFence": [P, P, P, POINTER(H)],
-    "vkDestroyFence": [P, H, P],
     "vkResetFences": [P, c_uint32, POINTER(H)],
     "vkWaitForFences": [P, c_uint32, POINTER(H), c_uint32, c_uint64],
     "vkQueueSubmit": [P, c_uint32, P, H],
-    "vkDeviceWaitIdle": [P],
 }
 # Functions that return nothing (the rest return a VkResult).
-_VOID = {"vkDestroyInstance", "vkGetPhysicalDeviceProperties2", "vkGetPhysicalDeviceFeatures2",
-         "vkGetPhysicalDeviceMemoryProperties", "vkGetPhysicalDeviceQueueFamilyProperties", "vkDestroyDevice",
-         "vkGetDeviceQueue", "vkDestroyBuffer", "vkGetBufferMemoryRequirements", "vkFreeMemory",
-         "vkDestroyShaderModule", "vkDestroyPipelineLayout", "vkDestroyPipeline", "vkDestroyCommandPool",
-         "vkFreeCommandBuffers", "vkCmdBindPipeline", "vkCmdPushConstants", "vkCmdDispatchBase", "vkCmdPipelineBarrier",
-         "vkCmdCopyBuffer", "vkCmdFillBuffer", "vkCmdWriteTimestamp", "vkCmdResetQueryPool", "vkDestroyQueryPool",
-         "vkDestroyFence"}
+_VOID = {"vkGetPhysicalDeviceProperties2", "vkGetPhysicalDeviceFeatures2", "vkGetPhysicalDeviceMemoryProperties",
+         "vkGetPhysicalDeviceQueueFamilyProperties", "vkGetDeviceQueue", "vkDestroyBuffer", "vkGetBufferMemoryRequirements",
+         "vkFreeMemory", "vkFreeCommandBuffers", "vkCmdBindPipeline", "vkCmdPushConstants", "vkCmdDispatchBase",
+         "vkCmdPipelineBarrier", "vkCmdCopyBuffer", "vkCmdFillBuffer", "vkCmdWriteTimestamp", "vkCmdResetQueryPool",
+         "vkDestroyQueryPool"}
 
 
 class VulkanError(MtprunError):

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from mtprun.native.gpu import CONV_WIDTHS, DELTA_DIMS, MM_BATCHES, TYPES
+
 HERE = Path(__file__).resolve().parent
 SHADER_DIR = HERE / "shaders"
 SPIRV_DIR = HERE / "spirv"
@@ -40,20 +42,19 @@ class Kernel(NamedTuple):
 
 
 # ggml weight types: kernel suffix -> the WT define of quants.glsl (the ggml type id)
-WEIGHT_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-                "q4_k": 12, "q5_k": 13, "q6_k": 14}
+WEIGHT_TYPES = {suffix: ggml_type for ggml_type, (suffix, _, _) in TYPES.items()}
 
 
 def _table() -> dict[str, Kernel]:
     k: dict[str, Kernel] = {}
     for suffix, wt in WEIGHT_TYPES.items():
-        for nb in (1, 2, 4, 8):
+        for nb in MM_BATCHES:
             k[f"mm_{suffix}_{nb}"] = Kernel("matmul.comp", ("MM", f"NB={nb}", f"WT={wt}"), True)
         k[f"mmid_{suffix}"] = Kernel("matmul.comp", ("MMID", f"WT={wt}"), True)
         k[f"get_rows_{suffix}"] = Kernel("matmul.comp", ("GET_ROWS", f"WT={wt}"), False)
-    for width in (2, 3, 4, 5):
+    for width in CONV_WIDTHS:
         k[f"ssm_conv_{width}"] = Kernel("recurrent.comp", ("SSM_CONV", f"K={width}"), False)
-    for dim in (32, 64, 128):
+    for dim in DELTA_DIMS:
         k[f"delta_net_{dim}"] = Kernel("recurrent.comp", ("DELTA_NET", f"S={dim}"), False)
     k["norm_rows"] = Kernel("norm.comp", (), False)
     k["binary"] = Kernel("elementwise.comp", ("BINARY",), False)

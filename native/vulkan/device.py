@@ -292,8 +292,7 @@ class VulkanDevice:
         assert out.flags.c_contiguous
         flat = out.reshape(-1).view(np.uint8)
         buf, off = self.buffers.find(ptr, flat.nbytes)
-        if buf.mapped:
-            self.wait_idle()
+        if buf.mapped:  # every submission was waited for: the device is idle
             flat[:] = buf.array[off : off + flat.nbytes]
             return out
         staging = self._staging_buffer()
@@ -343,9 +342,6 @@ class VulkanDevice:
         rc = lib.vkWaitForFences(self.handle, 1, byref(self.fence), 1, c_uint64(-1).value)
         lib.vkResetFences(self.handle, 1, byref(self.fence))
         vk.check(rc, "vkWaitForFences")
-
-    def wait_idle(self) -> None:
-        vk.check(self.lib.vkDeviceWaitIdle(self.handle), "vkDeviceWaitIdle")
 
     def _barrier(self, cb: c_void_p, src_stage: int, src_access: int, dst_stage: int, dst_access: int) -> None:
         mb = vk.MemoryBarrier(vk.ST_MEMORY_BARRIER, None, src_access, dst_access)
