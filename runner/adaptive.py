@@ -57,6 +57,10 @@ class AdaptiveDepth:
         self.acceptance = [prior_acceptance] * n_max
         self.draft_cost: float | None = None  # seconds per MTP draft call
         self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds
+        # A backend compiles a graph the first time it meets a shape, so the first step at each verify
+        # size (and the first drafting step) is not a cost sample: one such step measured 5x the
+        # others, and a size the policy then never chose again kept that cost for good.
+        self._warm: set[int] = set()  # verify sizes (and 0: drafting) seen once
         self.base_probe_interval = probe_interval
         self.max_probe_interval = max_probe_interval
         self.probe_interval = probe_interval
@@ -138,12 +142,18 @@ class AdaptiveDepth:
         for i in range(min(n, step.accepted + 1)):
             self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
         size = n + 1
-        old = self.verify_cost.get(size)
-        self.verify_cost[size] = step.verify_seconds if old is None else w * old + (1 - w) * step.verify_seconds
+        if size in self._warm:
+            old = self.verify_cost.get(size)
+            self.verify_cost[size] = step.verify_seconds if old is None else w * old + (1 - w) * step.verify_seconds
         if n:
             self._choice = None
+            # catch-up batches of a new length compile too: a sample is held to 3x the estimate
             per_call = step.draft_seconds / n
-            self.draft_cost = per_call if self.draft_cost is None else w * self.draft_cost + (1 - w) * per_call
+            if 0 in self._warm:
+                old = self.draft_cost
+                self.draft_cost = per_call if old is None else w * old + (1 - w) * min(per_call, 3 * old)
+            self._warm.add(0)
+        self._warm.add(size)
         if self._probing:
             # a probe that found nothing makes the next one rarer; one that paid resets the pace
             gained = step.accepted >= n

@@ -49,7 +49,8 @@ def test_adapts_within_a_few_steps_when_acceptance_changes():
 def test_prediction_uses_measured_costs():
     policy = AdaptiveDepth(n_max=2)
     _simulate(policy, lambda i: 1.0, 40, random.Random(3), [])
-    policy.observe(StepRecord([], [], 0, [0], 0.0, 1.0))  # a plain step measures verify(1)
+    for _ in range(2):  # plain steps measure verify(1) (the first one at a new size is a warm-up)
+        policy.observe(StepRecord([], [], 0, [0], 0.0, 1.0))
     est = policy.estimates()
     assert est["acceptance"][0] > 0.9 and est["verify_seconds"][1] > 0
     # E(2) = 3 tokens for 2 draft calls + verify(3): (3 / (0.2 + 1.1)) / (1 / 1.0) = 2.3
@@ -72,3 +73,20 @@ def test_one_policy_carries_over_between_generations():
     m = mtprun.load(demo_model_path(), backend="numpy", n_ctx=64)
     first = m._depth_policy("auto")
     assert m._depth_policy("auto") is first and m._depth_policy(2) is not first
+
+
+def test_first_steps_at_a_new_size_are_not_cost_samples():
+    """A backend compiles a graph the first time it meets a batch size: those steps are slow once,
+    and must not decide the depth for the rest of the generation."""
+    policy, seen = AdaptiveDepth(n_max=4), set()
+    rng = random.Random(2)
+    for _ in range(60):
+        depth = policy.choose(8)
+        accepted = 0
+        while accepted < depth and rng.random() < 0.5:
+            accepted += 1
+        compile_cost = 30.0 if depth not in seen else 0.0
+        seen.add(depth)
+        policy.observe(StepRecord([0] * depth, [0.5] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.5 * depth, verify_seconds=1.0 + 0.05 * depth + compile_cost))
+    assert max(policy.verify_cost.values()) < 1.5 and policy.draft_cost < 1.0
