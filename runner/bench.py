@@ -399,7 +399,7 @@ def expected_tokens_per_step(a: Sequence[float]) -> float:
 
 
 def _summary(stats: GenerationStats) -> dict:
-    decode_wall = sum(v for k, v in stats.seconds.items() if k != "prefill")
+    decode_wall = stats.decode_seconds
     return {
         "tokens": stats.generated,
         "decode_tokens_per_s": stats.decode_tokens_per_s,

@@ -69,8 +69,13 @@ class GenerationStats:
         return self.prompt_tokens / t if t > 0 else 0.0
 
     @property
+    def decode_seconds(self) -> float:
+        """Wall time of the decode loop (everything but the prefill)."""
+        return sum(v for k, v in self.seconds.items() if k != "prefill")
+
+    @property
     def decode_tokens_per_s(self) -> float:
-        t = sum(v for k, v in self.seconds.items() if k != "prefill")
+        t = self.decode_seconds
         return self.generated / t if t > 0 else 0.0
 
     @property
