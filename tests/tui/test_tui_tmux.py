@@ -14,7 +14,7 @@ from tui_helpers import MODEL
 def test_tmux_chat(tmp_path):
     script = Path(__file__).with_name("tmux_chat.sh")
     out = subprocess.run(["bash", str(script), str(MODEL), str(tmp_path / "screen.txt")],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=330)
     assert out.returncode == 0, out.stderr + out.stdout
     screen = (tmp_path / "screen.txt").read_text()
     assert "Write a function that adds two numbers." in screen

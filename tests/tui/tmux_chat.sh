@@ -31,11 +31,11 @@ wait_for() {  # wait_for SECONDS PATTERN...: until one frame shows them all
 
 tmux -f /dev/null new-session -d -s "$session" -x 110 -y 32 \
     "TERM=xterm-256color $mtprun chat '$model' --backend numpy --temp 0 -n 24 --no-think --spec-draft-n-max 2 --data-dir '$data'; sleep 30"
-wait_for 60 "numpy"                       # the model has loaded: the bar names the backend
+wait_for 120 "numpy"                      # the model has loaded: the bar names the backend
 tmux send-keys -t "$session" -l "Write a function that adds two numbers."
-wait_for 20 "adds two numbers\."             # the whole message is in the input before it is sent
+wait_for 60 "adds two numbers\."            # the whole message is in the input before it is sent
 tmux send-keys -t "$session" Enter
 # the reply streamed to its end (its header counts 24 tokens), its code, and the statistics bar
-wait_for 60 "Write a function that adds two numbers." "24 tokens" "def " "tok/s │ accept [0-9]*%" "draft 2"
+wait_for 120 "Write a function that adds two numbers." "24 tokens" "def " "tok/s │ accept [0-9]*%" "draft 2"
 tmux send-keys -t "$session" C-q
 echo "tmux_chat: ok ($capture)"
