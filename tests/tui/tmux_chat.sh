@@ -29,9 +29,16 @@ wait_for() {  # wait_for SECONDS PATTERN...: until one frame shows them all
     done
 }
 
+# The app must size itself from the terminal: COLUMNS / LINES left in the environment (a tmux server
+# started by an earlier test run, Python tools that export them) would make it draw 80 x 24.
 tmux -f /dev/null new-session -d -s "$session" -x 110 -y 32 \
-    "TERM=xterm-256color $mtprun chat '$model' --backend numpy --temp 0 -n 24 --no-think --spec-draft-n-max 2 --data-dir '$data'; sleep 30"
+    "unset COLUMNS LINES; TERM=xterm-256color $mtprun chat '$model' --backend numpy --temp 0 -n 24 --no-think --spec-draft-n-max 2 --data-dir '$data'; sleep 30"
 wait_for 120 "numpy"                      # the model has loaded: the bar names the backend
+# The pane may reach its 110 x 32 size only after the app has drawn itself at tmux's default 80 x 24
+# (a failing run showed exactly that): resize it once more, so the app lays out for the real size.
+tmux resize-window -t "$session" -x 109 -y 32
+tmux resize-window -t "$session" -x 110 -y 32
+wait_for 30 "numpy"
 tmux send-keys -t "$session" -l "Write a function that adds two numbers."
 wait_for 60 "adds two numbers\."            # the whole message is in the input before it is sent
 tmux send-keys -t "$session" Enter
