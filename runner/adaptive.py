@@ -50,10 +50,13 @@ class FixedDepth:
 
 
 class AdaptiveDepth:
-    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, prior_acceptance: float = 0.7,
-                 probe_interval: int = 8, max_probe_interval: int = 256) -> None:
+    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, cost_decay: float = 0.9,
+                 prior_acceptance: float = 0.7, probe_interval: int = 8, max_probe_interval: int = 256) -> None:
         self.n_max = self.max_depth = n_max
-        self.decay = decay
+        self.decay = decay  # acceptance follows the text within a few steps
+        # Costs drift slowly, but single steps jitter by tens of percent on a busy machine: they are
+        # averaged over ~10 steps, and a sample is held to twice the estimate (a stall, not a cost).
+        self.cost_decay = cost_decay
         self.acceptance = [prior_acceptance] * n_max
         self.draft_cost: float | None = None  # seconds per MTP draft call
         self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds
@@ -65,7 +68,7 @@ class AdaptiveDepth:
         self.max_probe_interval = max_probe_interval
         self.probe_interval = probe_interval
         self.steps_since_probe = 0
-        self._probing = False
+        self._probing: int | None = None  # the limit a probe was made under
         # The choice is re-derived only when a step drafted (acceptance moved) or every
         # `reevaluate_every` steps (costs drift slowly): on a small model, deriving it every plain
         # step costs a noticeable share of the step itself.
@@ -129,11 +132,16 @@ class AdaptiveDepth:
         self._choice_age += 1
         best = self._choice[1]
         self.steps_since_probe += 1
-        self._probing = best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_interval
-        if self._probing:
-            self.steps_since_probe = 0
+        if best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_interval:
+            self._probing, self.steps_since_probe = limit, 0
             return best + 1
         return best
+
+    def _cost_sample(self, old: float | None, sample: float) -> float:
+        if old is None:
+            return sample
+        w = self.cost_decay
+        return w * old + (1 - w) * min(sample, 2 * old)
 
     def observe(self, step: StepRecord) -> None:
         n = len(step.draft)
@@ -143,22 +151,21 @@ class AdaptiveDepth:
             self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
         size = n + 1
         if size in self._warm:
-            old = self.verify_cost.get(size)
-            self.verify_cost[size] = step.verify_seconds if old is None else w * old + (1 - w) * step.verify_seconds
+            self.verify_cost[size] = self._cost_sample(self.verify_cost.get(size), step.verify_seconds)
         if n:
             self._choice = None
-            # catch-up batches of a new length compile too: a sample is held to 3x the estimate
-            per_call = step.draft_seconds / n
-            if 0 in self._warm:
-                old = self.draft_cost
-                self.draft_cost = per_call if old is None else w * old + (1 - w) * min(per_call, 3 * old)
+            if 0 in self._warm:  # catch-up batches of a new length compile too: held by _cost_sample
+                self.draft_cost = self._cost_sample(self.draft_cost, step.draft_seconds / n)
             self._warm.add(0)
         self._warm.add(size)
-        if self._probing:
-            # a probe that found nothing makes the next one rarer; one that paid resets the pace
-            gained = step.accepted >= n
-            self.probe_interval = self.base_probe_interval if gained else min(self.probe_interval * 2, self.max_probe_interval)
-            self._probing = False
+        if self._probing is not None:
+            # A probe that makes its depth the choice resets the pace; one that does not (drafts
+            # failed, or succeeded but cost more than they gained) makes the next one rarer.
+            best = self.best_depth(self._probing)
+            self._choice, self._choice_age = (self._probing, best), 0
+            paid = best >= n
+            self.probe_interval = self.base_probe_interval if paid else min(self.probe_interval * 2, self.max_probe_interval)
+            self._probing = None
 
     def estimates(self) -> dict:
         return {

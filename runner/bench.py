@@ -109,7 +109,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--n-gen", type=int, default=128, help="tokens generated per prompt and depth (default 128)")
     p.add_argument("--prompts", default=None, metavar="FILE",
                    help='prompt set: JSON [{"name", "kind", "text"}, ...] or text with prompts separated by "---" lines')
-    p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions of the prefill and cost timings (best is kept)")
+    p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions of every timing: prefill, costs, and each prompt's decode at each depth (the fastest is kept)")
     p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
     p.add_argument("--compare-llama", action="store_true", help="also run llama.cpp (llama-cpp-python) on the same file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -222,11 +222,11 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     _warm_up(model, prompt_ids[0], max(depths))
     prefill = _measure_prefill(model, prefill_ids, config.repetitions, progress)
     costs = _measure_costs(model, prompt_ids[0], max(depths), config.repetitions, progress)
-    runs = _decode_runs(model, config, prompt_ids, depths, progress)
+    auto = config.auto and model.has_mtp
+    runs = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
     kinds = sorted({p.kind for p in config.prompts})
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
-    if config.auto and model.has_mtp:
-        runs.update(_decode_runs(model, config, prompt_ids, ["auto"], progress))
+    if auto:
         rows.append(_auto_row(runs, config.prompts, kinds))
     rss_ours = peak_rss_mib()
 
@@ -358,14 +358,21 @@ def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
 def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str],
                  progress: Progress) -> dict[int, list[tuple[GenerationStats, list[int]]]]:
     """Greedy generation of n_gen tokens for every prompt at every depth: {depth: [(stats, tokens) per prompt]}.
-    Depths alternate within a prompt, so that a slow spell of the machine hits them alike."""
-    runs: dict[int, list[tuple[GenerationStats, list[int]]]] = {d: [] for d in depths}
+    Each prompt runs `repetitions` times at every depth, the depths alternating, and the fastest run of
+    each is kept: a slow spell of the machine hits the depths alike, and is then dropped."""
+    runs: dict[int | str, list[tuple[GenerationStats, list[int]]]] = {d: [] for d in depths}
     for i, (prompt, ids) in enumerate(zip(config.prompts, prompt_ids)):
+        fastest: dict[int | str, tuple[GenerationStats, list[int]]] = {}
+        for r in range(config.repetitions):
+            for depth in depths:
+                gen = model.stream(ids, n_predict=config.n_gen, temp=0.0, spec_draft_n_max=depth)
+                for j, _ in enumerate(gen, 1):
+                    progress.update(f"decode prompt {i + 1}/{len(prompt_ids)} ({prompt.name}), run {r + 1}/{config.repetitions}, "
+                                    f"depth {depth}: {j}/{config.n_gen} tokens")
+                if depth not in fastest or gen.stats.decode_seconds < fastest[depth][0].decode_seconds:
+                    fastest[depth] = (gen.stats, gen.tokens)
         for depth in depths:
-            gen = model.stream(ids, n_predict=config.n_gen, temp=0.0, spec_draft_n_max=depth)
-            for j, _ in enumerate(gen, 1):
-                progress.update(f"decode prompt {i + 1}/{len(prompt_ids)} ({prompt.name}), depth {depth}: {j}/{config.n_gen} tokens")
-            runs[depth].append((gen.stats, gen.tokens))
+            runs[depth].append(fastest[depth])
     return runs
 
 
@@ -498,19 +505,25 @@ def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], promp
 
         generated, decode_s = 0, 0.0
         for i, ids in enumerate(prompt_ids):
-            llm.reset()
-            if len(ids) > 1:
-                llm.eval(ids[:-1])
-            last = ids[-1]
-            t0 = time.perf_counter()
-            for j in range(config.n_gen):  # as our decode loop: each step evaluates the last token, picks the next
-                llm.eval([last])
-                last = int(np.argmax(last_logits()))
-                generated += 1
-                progress.update(f"llama.cpp decode prompt {i + 1}/{len(prompt_ids)}: {j + 1}/{config.n_gen} tokens")
-                if last in eog:
-                    break
-            decode_s += time.perf_counter() - t0
+            runs = []  # (seconds, tokens): the fastest of the repetitions is kept, as for ours
+            for r in range(config.repetitions):
+                llm.reset()
+                if len(ids) > 1:
+                    llm.eval(ids[:-1])
+                last, n = ids[-1], 0
+                t0 = time.perf_counter()
+                for j in range(config.n_gen):  # as our decode loop: each step evaluates the last token, picks the next
+                    llm.eval([last])
+                    last = int(np.argmax(last_logits()))
+                    n += 1
+                    progress.update(f"llama.cpp decode prompt {i + 1}/{len(prompt_ids)}, run {r + 1}/{config.repetitions}: "
+                                    f"{j + 1}/{config.n_gen} tokens")
+                    if last in eog:
+                        break
+                runs.append((time.perf_counter() - t0, n))
+            seconds, n = min(runs)
+            decode_s += seconds
+            generated += n
     finally:
         llm.close()
     return {

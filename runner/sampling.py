@@ -46,12 +46,6 @@ def sample_token(logits: np.ndarray, params: SamplingParams, position: int) -> i
     return int(order[rng.choice(len(order), p=probs)])
 
 
-def draft_probability(logits: np.ndarray, token: int, top_k: int = 10) -> float:
-    """Probability of `token` among the top_k candidates (how llama.cpp reports a draft's confidence)."""
-    top = np.sort(logits.astype(np.float64))[-top_k:]
-    return float(np.exp(logits[token] - top.max()) / np.exp(top - top.max()).sum())
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     return e / e.sum()

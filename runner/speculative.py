@@ -20,7 +20,7 @@ import numpy as np
 
 from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
 from mtprun.runner.context import Context, StepTimer
-from mtprun.runner.sampling import SamplingParams, draft_probability, sample_token
+from mtprun.runner.sampling import SamplingParams, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
 
 
@@ -66,10 +66,10 @@ def decode(
     last, n_past, produced = int(prompt[-1]), len(prompt) - 1, 0
     max_snap = ctx.max_snapshots
     while True:
+        t_step = time.perf_counter()
         cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
         depth = policy.choose(max(cap, 0)) if use_mtp else 0
         drafts: list[int] = []
-        probs: list[float] = []
         t_draft = time.perf_counter()
         if depth > 0:
             rows = mtp_rows + [(last, pending_h)]
@@ -82,12 +82,15 @@ def decode(
             while True:
                 tok = int(np.argmax(logits[-1]))
                 drafts.append(tok)
-                probs.append(draft_probability(logits[-1], tok))
                 if len(drafts) == depth:
                     break
                 logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
         elif use_mtp:
             mtp_rows.append((last, pending_h))
+            limit = policy.catch_up_limit
+            if limit is not None and len(mtp_rows) > limit:  # rows the next draft would skip (long plain stretches)
+                del mtp_rows[0]
+                mtp_next += 1
         timer.add("draft", t_draft)
 
         t_verify_start = time.perf_counter()
@@ -104,7 +107,6 @@ def decode(
             if i == len(drafts) or tok != drafts[i] or (tok in eog_ids and i + 1 < len(drafts)):
                 break
         accepted = len(emitted) - 1
-        t_verify_end = time.perf_counter()
         timer.add("verify", t_verify_start)
 
         t0 = time.perf_counter()
@@ -113,10 +115,12 @@ def decode(
             mtp_rows.extend(zip(drafts[:accepted], h[:accepted]))
         pending_h = h[accepted]
         timer.add("rollback", t0)
+        t_step_end = time.perf_counter()
 
         n_past += accepted + 1
         last = emitted[-1]
-        step = StepRecord(drafts, probs, accepted, emitted, t_verify_start - t_draft, t_verify_end - t_verify_start)
+        # the policy weighs whole steps: choosing, drafting (with catch-up) / verifying, sampling, rollback
+        step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start)
         stats.steps.append(step)
         policy.observe(step)
         for tok in emitted:

@@ -11,11 +11,10 @@ class StepRecord:
     """One decoding step: the drafts proposed, how many the target accepted, the tokens emitted."""
 
     draft: list[int]
-    p: list[float]
     accepted: int
     emitted: list[int]
-    draft_seconds: float = 0.0
-    verify_seconds: float = 0.0
+    draft_seconds: float = 0.0  # the step up to its verify batch: choosing the depth, MTP catch-up and drafts
+    verify_seconds: float = 0.0  # the rest: the verify batch, sampling, acceptance and rollback
 
 
 @dataclass

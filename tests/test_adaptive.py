@@ -17,7 +17,7 @@ def _simulate(policy: AdaptiveDepth, acceptance, steps: int, rng: random.Random,
         accepted = 0
         while accepted < depth and rng.random() < acceptance(i):
             accepted += 1
-        policy.observe(StepRecord([0] * depth, [0.5] * depth, accepted, [0] * (accepted + 1),
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
                                   draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
 
 
@@ -50,7 +50,7 @@ def test_prediction_uses_measured_costs():
     policy = AdaptiveDepth(n_max=2)
     _simulate(policy, lambda i: 1.0, 40, random.Random(3), [])
     for _ in range(2):  # plain steps measure verify(1) (the first one at a new size is a warm-up)
-        policy.observe(StepRecord([], [], 0, [0], 0.0, 1.0))
+        policy.observe(StepRecord([], 0, [0], 0.0, 1.0))
     est = policy.estimates()
     assert est["acceptance"][0] > 0.9 and est["verify_seconds"][1] > 0
     # E(2) = 3 tokens for 2 draft calls + verify(3): (3 / (0.2 + 1.1)) / (1 / 1.0) = 2.3
@@ -64,6 +64,18 @@ def test_failing_probes_catch_the_mtp_head_up_on_a_window_only():
     assert policy.catch_up_limit == CATCH_UP_WINDOW
     _simulate(policy, lambda i: 1.0, 300, random.Random(1), [])  # the next probe pays: the pace resets
     assert policy.catch_up_limit is None
+
+
+def test_accepted_drafts_that_cost_more_than_they_gain_make_probes_rare():
+    """Drafts always accepted, but a draft call costs three one-token verifies: plain decoding is
+    faster, and probes that confirm it back off instead of resetting the pace."""
+    policy, chosen = AdaptiveDepth(n_max=4), []
+    for _ in range(400):
+        depth = policy.choose(8)
+        chosen.append(depth)
+        policy.observe(StepRecord([0] * depth, depth, [0] * (depth + 1), draft_seconds=3.0 * depth, verify_seconds=1.0 + 0.05 * depth))
+    assert chosen[100:].count(0) / 300 > 0.98
+    assert policy.probe_interval == policy.max_probe_interval
 
 
 def test_one_policy_carries_over_between_generations():
@@ -87,6 +99,6 @@ def test_first_steps_at_a_new_size_are_not_cost_samples():
             accepted += 1
         compile_cost = 30.0 if depth not in seen else 0.0
         seen.add(depth)
-        policy.observe(StepRecord([0] * depth, [0.5] * depth, accepted, [0] * (accepted + 1),
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
                                   draft_seconds=0.5 * depth, verify_seconds=1.0 + 0.05 * depth + compile_cost))
     assert max(policy.verify_cost.values()) < 1.5 and policy.draft_cost < 1.0

@@ -64,8 +64,8 @@ def test_bench_reports_every_field(capsys):
 def test_expected_tokens_and_conditional_acceptance():
     from mtprun.runner.stats import StepRecord
 
-    steps = [StepRecord([1, 2], [1.0, 1.0], 2, [1, 2, 3]), StepRecord([1, 2], [1.0, 1.0], 1, [1, 4]),
-             StepRecord([1, 2], [1.0, 1.0], 0, [5]), StepRecord([1, 2], [1.0, 1.0], 2, [1, 2, 3])]
+    steps = [StepRecord([1, 2], 2, [1, 2, 3]), StepRecord([1, 2], 1, [1, 4]),
+             StepRecord([1, 2], 0, [5]), StepRecord([1, 2], 2, [1, 2, 3])]
     a = bench.conditional_acceptance(steps, 2)
     assert a == [0.75, 2 / 3]
     assert bench.expected_tokens_per_step(a) == pytest.approx(1 + 0.75 + 0.75 * 2 / 3)

@@ -45,20 +45,25 @@ def _tensor_bytes(path: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("model", MODELS)
 def test_sidecar_pair_drafts_like_whole_file(built, model: str) -> None:
     """At one quantization (q8_0), base + sidecar hold the whole file's tensors, byte for byte,
-    and give the same steps: drafts, their probabilities, acceptances, emitted tokens. (The
-    random-weight models accept no drafts; their draft probabilities still test the MTP head.)"""
+    and give the same steps (drafts, acceptances, emitted tokens) and the same MTP head logits at
+    every position (the random-weight models accept no drafts: the logits still test the head)."""
     whole, base, sidecar = (built(model, f"{p}llamacpp-q8_0") for p in ("", "nomtp-", "mtp-"))
     whole_t, base_t, sidecar_t = _tensor_bytes(whole), _tensor_bytes(base), _tensor_bytes(sidecar)
     assert {**base_t, **sidecar_t} == whole_t
     assert all(base_t[n] == b for n, b in sidecar_t.items() if n in base_t)  # shared tensors agree
 
     ids = next(iter(prompts(model).values()))
-    runs = []
+    runs, head_logits = [], []
     for m in (mtprun.load(whole, backend="numpy", n_ctx=256),
               mtprun.load(base, backend="numpy", n_ctx=256, mtp_model=sidecar)):
         steps = m.generate(ids, n_predict=16, spec_draft_n_max=2).stats.steps
-        runs.append([(s.draft, s.p, s.accepted, s.emitted) for s in steps])
+        runs.append([(s.draft, s.accepted, s.emitted) for s in steps])
+        ctx = m._ctx
+        ctx.reset()
+        _, h = ctx.trunk(ids, 0, [])
+        head_logits.append(ctx.mtp(ids, h, 0, list(range(len(ids))))[0])
     assert runs[0] == runs[1]
-    assert all(draft for draft, _, _, _ in runs[0][:-1])  # every step but the last drafted
+    assert np.array_equal(head_logits[0], head_logits[1])
+    assert all(draft for draft, _, _ in runs[0][:-1])  # every step but the last drafted
     if model == "tinycoder":  # trained: drafts are really accepted
-        assert sum(accepted for _, _, accepted, _ in runs[0]) > 0
+        assert sum(accepted for _, accepted, _ in runs[0]) > 0

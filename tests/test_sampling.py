@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtprun.runner.sampling import SamplingParams, draft_probability, sample_token
+from mtprun.runner.sampling import SamplingParams, sample_token
 
 
 def test_greedy_takes_the_first_of_tied_maxima():
@@ -41,8 +41,3 @@ def test_randomness_is_keyed_by_seed_and_position():
     same = [sample_token(logits, a, p) for p in range(40)]
     assert same == [sample_token(logits, a, p) for p in range(40)]
     assert same != [sample_token(logits, b, p) for p in range(40)]
-
-
-def test_draft_probability_is_over_the_top_candidates():
-    logits = np.array([2.0, 1.0, 0.0, -50.0])
-    assert abs(draft_probability(logits, 0, top_k=2) - np.exp(2) / (np.exp(2) + np.exp(1))) < 1e-12
