@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mtprun.runner.graph import Graph
+from mtprun.runner.graph import ALIASING_OPS, Graph
 
 ALIGN = 256  # bytes: every buffer starts 16-byte vector aligned and on its own cache lines
 
@@ -43,7 +43,7 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
     nodes = graph.nodes
     root = list(range(len(nodes)))
     for i, nd in enumerate(nodes):
-        if nd.op == "reshape":
+        if nd.op in ALIASING_OPS:
             root[i] = root[nd.inputs[0]]
     last_use: dict[int, int] = {}
     for i, nd in enumerate(nodes):
@@ -51,7 +51,7 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
             last_use[root[src]] = i
     inputs = [i for i, nd in enumerate(nodes) if nd.op == "input"]
     outputs = sorted({root[i] for i in graph.outputs.values()} - set(inputs))
-    outputs = [r for r in outputs if nodes[r].op not in ("weight", "reshape")]
+    outputs = [r for r in outputs if nodes[r].op != "weight" and nodes[r].op not in ALIASING_OPS]
     pinned = set(outputs) | set(inputs)
     offsets: dict[int, int] = {}
     size = 0
@@ -78,7 +78,7 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
         return size - nbytes
 
     for i, nd in enumerate(nodes):
-        if nd.op in ("weight", "reshape", "input"):
+        if nd.op in ("weight", "input", *ALIASING_OPS):
             continue
         if i not in offsets:
             offsets[i] = alloc(node_bytes(nd.shape))

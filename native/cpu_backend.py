@@ -20,7 +20,7 @@ import numpy as np
 
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import OPS, Graph, Node, StateSpec, WeightTensor
+from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor
 
 F32 = np.float32
 _ALIGN = 16  # arena offsets in floats: 64-byte aligned buffers
@@ -259,9 +259,11 @@ class CpuBackend:
                 c.type = _GGML_F32 if data.dtype == F32 else self._raw[nd.attrs["name"]].ggml_type
                 c.data = data.ctypes.data
                 continue
-            if nd.op == "reshape":
+            if nd.op in ALIASING_OPS:
                 views[i] = views[nd.inputs[0]].reshape(nd.shape)
                 c.data = out[nd.inputs[0]].data
+                if nd.op == "kv_write":
+                    self._set_attrs(graph, i, nd, c, keep)
                 continue
             view = arena[offsets[i] : offsets[i] + c.nelem]
             if nd.op == "input":
@@ -321,6 +323,8 @@ class CpuBackend:
         elif nd.op == "attention":
             c.fa[0] = a["scale"]
             c.state = self._state_for(graph, a["state"], "kv", shapes[1][1:])
+        elif nd.op == "kv_write":
+            c.state = self._state_for(graph, a["state"], "kv", shapes[0][1:])
         elif nd.op == "ssm_conv":
             c.state = self._state_for(graph, a["state"], "recurrent", (shapes[1][1] - 1, nd.shape[1]))
         elif nd.op == "delta_net":
@@ -349,7 +353,7 @@ def _plan_arena(graph: Graph) -> tuple[dict[int, int], int]:
     nodes = graph.nodes
     root = list(range(len(nodes)))
     for i, nd in enumerate(nodes):
-        if nd.op == "reshape":
+        if nd.op in ALIASING_OPS:
             root[i] = root[nd.inputs[0]]
     last_use = {}
     for i, nd in enumerate(nodes):
@@ -376,7 +380,7 @@ def _plan_arena(graph: Graph) -> tuple[dict[int, int], int]:
         if nd.op == "input":
             offsets[i] = alloc(math.prod(nd.shape))
     for i, nd in enumerate(nodes):
-        if nd.op in ("weight", "reshape", "input"):
+        if nd.op in ("weight", "input", *ALIASING_OPS):
             continue
         offsets[i] = alloc(math.prod(nd.shape))
         dead = {root[s] for s in nd.inputs if last_use.get(root[s]) == i} | ({i} if i not in last_use else set())

@@ -23,7 +23,7 @@ from mtprun.native.arena import Layout, plan_arena
 from mtprun.native.numpy_backend import imrope_uses_text_position
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
+from mtprun.runner.graph import ALIASING_OPS, Graph, Node, StateSpec, WeightTensor
 
 F32 = np.float32
 # ggml type -> (kernel suffix, values per block, bytes per block)
@@ -256,10 +256,12 @@ class GpuBackend:
             if nd.op == "weight":
                 self._weight(nd)  # checks it was loaded with this shape
                 continue
-            if nd.op == "reshape":
+            if nd.op in ALIASING_OPS:
                 ptrs[i] = ptrs[nd.inputs[0]] if nd.inputs[0] in ptrs else self._f32_ptr(graph.nodes[nd.inputs[0]])
-                continue
-            ptrs[i] = c.arena.ptr + offsets[i]
+                if nd.op == "reshape":
+                    continue
+            else:
+                ptrs[i] = c.arena.ptr + offsets[i]
             if nd.op == "input":
                 dtype = np.int32 if nd.attrs["dtype"] == "i32" else F32
                 c.inputs.append((nd.attrs["name"], c.stage_in.view(offsets[i], nd.shape, dtype), nd.shape, dtype))
@@ -431,16 +433,22 @@ class GpuBackend:
         n, heads, d = nd.shape
         self._launch(c, "rope", (n * heads, 1), 128, [_p(args[0]), _p(args[1]), _p(self._upload(c, freq)), _p(out), _i(heads), _i(d), _i(half)])
 
+    def _emit_kv_write(self, c, nd, out, args, shapes) -> _Kv:
+        n, n_kv, d = shapes[0]
+        kv: _Kv = self._state(c.graph, self._kv, nd.attrs["state"], shapes[0][1:])
+        k, v, pos = args
+        self._launch(c, "kv_write", (n * n_kv, 1), 128,
+                     [_p(k), _p(v), _p(pos), _p(kv.k.ptr), _p(kv.v.ptr), _i(n_kv), _i(d), _i(kv.spec.shape[0]), _p(c.err)])
+        return kv
+
     def _emit_attention(self, c, nd, out, args, shapes) -> None:
         n, n_head, d = nd.shape
         n_kv = shapes[1][1]
         if d > _ATT_MAX_D or n_head % n_kv:
             raise MtprunError(f"graph {c.graph.name}: attention with head size {d} and {n_head}/{n_kv} heads is not supported.")
-        kv: _Kv = self._state(c.graph, self._kv, nd.attrs["state"], shapes[1][1:])
+        kv = self._emit_kv_write(c, nd, None, args[1:], shapes[1:])
         n_ctx = kv.spec.shape[0]
         q, k, v, pos = args
-        self._launch(c, "kv_write", (n * n_kv, 1), 128,
-                     [_p(k), _p(v), _p(pos), _p(kv.k.ptr), _p(kv.v.ptr), _i(n_kv), _i(d), _i(n_ctx), _p(c.err)])
         self._launch(c, "attention", (n * n_head, 1), 128,
                      [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), c_float(nd.attrs["scale"]), _i(n_ctx)])
 

@@ -178,10 +178,15 @@ class NumpyBackend:
         out[..., half:n_rot] = x0 * sin + x1 * cos
         return out
 
-    def _op_attention(self, node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    def _op_kv_write(self, node: Node, k: np.ndarray, v: np.ndarray, pos: np.ndarray) -> np.ndarray:
         kc, vc = self._kv[node.attrs["state"]]
         kc[pos] = k
         vc[pos] = v
+        return k
+
+    def _op_attention(self, node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        kc, vc = self._kv[node.attrs["state"]]
+        self._op_kv_write(node, k, v, pos)
         n, n_head, d = q.shape
         group = n_head // k.shape[1]
         out = np.empty_like(q)

@@ -282,8 +282,8 @@ def _best(times: list[float]) -> float:
 
 
 def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> dict:
-    """Prefill = trunk over the prompt (logits of the last token); with MTP on, plus the MTP head over
-    every prompt position, which fills its KV cache (our decode loop does that in its first draft call)."""
+    """Prefill = trunk over the prompt (logits of the last token); with MTP on, plus the MTP head's KV
+    cache for every prompt position (as the decode loop's prompt pass fills it)."""
     ctx = model._ctx
     trunk_t, mtp_t = [], []
     for r in range(reps + 1):
@@ -295,7 +295,7 @@ def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> di
         if model.has_mtp:
             h_prev = np.concatenate([np.zeros_like(h[:1]), h[:-1]])  # MTP at p pairs token p with h_{p-1}
             t0 = time.perf_counter()
-            ctx.mtp(ids, h_prev, 0, [len(ids) - 1])
+            ctx.mtp_kv(ids, h_prev, 0)
             mtp_t.append(time.perf_counter() - t0)
     ctx.reset()
     # MTP on and off share each run's trunk time, so their ratio is not blurred by run-to-run noise

@@ -49,8 +49,8 @@ class Context:
         key = (kind, n, tuple(rows))
         g = self._graphs.get(key)
         if g is None:
-            build = self.model.graphs.trunk if kind == "trunk" else self.model.graphs.mtp
-            g = self._graphs[key] = build(n, rows)
+            graphs = self.model.graphs
+            g = self._graphs[key] = graphs.mtp_kv(n) if kind == "mtp_kv" else getattr(graphs, kind)(n, rows)
         return g
 
     def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -72,16 +72,19 @@ class Context:
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the MTP head on (token, previous hidden) pairs at positions start.. ."""
-        n = len(tokens)
-        out = self.backend.run(
-            self._graph("mtp", n, logit_rows),
-            {
-                "tokens": np.asarray(tokens, np.int32),
-                "pos": np.arange(start, start + n, dtype=np.int32),
-                "h": np.asarray(h, np.float32).reshape(n, -1),
-            },
-        )
+        out = self.backend.run(self._graph("mtp", len(tokens), logit_rows), self._mtp_inputs(tokens, h, start))
         return out.get("logits"), out["h_nextn"]
+
+    @staticmethod
+    def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int) -> dict[str, np.ndarray]:
+        n = len(tokens)
+        return {"tokens": np.asarray(tokens, np.int32), "pos": np.arange(start, start + n, dtype=np.int32),
+                "h": np.asarray(h, np.float32).reshape(n, -1)}
+
+    def mtp_kv(self, tokens: Sequence[int], h: np.ndarray, start: int) -> None:
+        """Fill the MTP head's KV cache for (token, previous hidden) pairs at positions start.. (as
+        `mtp` would, bit for bit), computing nothing else: the prompt pass."""
+        self.backend.run(self._graph("mtp_kv", len(tokens), ()), self._mtp_inputs(tokens, h, start))
 
     def prefill(self, tokens: Sequence[int], start: int, n_batch: int, logits_last: bool) -> tuple[np.ndarray | None, np.ndarray]:
         """Trunk over a long prompt in batches of n_batch, committing each; returns the last batch's

@@ -27,6 +27,9 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+# Ops whose result is their first input's buffer (a backend allocates nothing for them).
+ALIASING_OPS = ("reshape", "kv_write")
+
 # op name -> one-line meaning; the complete list a backend must execute.
 OPS: dict[str, str] = {
     "input": "named graph input: attrs name, dtype ('f32' | 'i32')",
@@ -50,6 +53,8 @@ OPS: dict[str, str] = {
     "p * base^(-2i/n_rot) if its section uses a text position, else stays (the 4th section's position is 0)",
     "attention": "causal softmax attention of q [n, Hq, d] over the KV cache attrs.state after writing "
     "k, v [n, Hkv, d] at positions pos [n]; query head h reads KV head h // (Hq/Hkv); attrs scale -> [n, Hq, d]",
+    "kv_write": "writes k, v [n, Hkv, d] at positions pos [n] into the KV cache attrs.state (attention's "
+    "write alone: the MTP head's prompt pass needs its cache, not its output) -> k itself",
     "ssm_conv": "depthwise causal conv of x [n, C] with weight [C, K] over (conv state ++ x) -> [n, C]; "
     "the state (last K-1 inputs) is attrs.state",
     "delta_net": "gated delta rule over q, k [n, Hk, S], v [n, Hv, S], g, beta [n, Hv] with state "
@@ -150,6 +155,9 @@ class Graph:
 
     def attention(self, q: Ref, k: Ref, v: Ref, pos: Ref, state: str, scale: float) -> Ref:
         return self._add("attention", (q, k, v, pos), q.shape, state=state, scale=float(scale))
+
+    def kv_write(self, k: Ref, v: Ref, pos: Ref, state: str) -> Ref:
+        return self._add("kv_write", (k, v, pos), k.shape, state=state)
 
     def ssm_conv(self, x: Ref, w: Ref, state: str) -> Ref:
         return self._add("ssm_conv", (x, w), x.shape, state=state)

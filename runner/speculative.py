@@ -57,7 +57,7 @@ def decode(
         if use_mtp:  # the MTP head's KV for the prompt: (token p, trunk state p-1) at every position
             shifted = np.concatenate([pending_h[None], h[:-1]])
             for b in range(0, len(head), n_batch):
-                ctx.mtp(head[b : b + n_batch], shifted[b : b + n_batch], b, [])
+                ctx.mtp_kv(head[b : b + n_batch], shifted[b : b + n_batch], b)
             mtp_next = len(head)
         pending_h = h[-1]
     timer.add("prefill", t0)

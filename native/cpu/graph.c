@@ -9,7 +9,7 @@
 static const char *const OP_NAMES[OP_COUNT] = {
     "input", "weight", "get_rows", "matmul", "rms_norm", "l2_norm", "add", "mul", "scale",
     "sigmoid", "silu", "softplus", "reshape", "slice", "concat", "take_rows", "rope",
-    "attention", "ssm_conv", "delta_net", "moe",
+    "attention", "ssm_conv", "delta_net", "moe", "kv_write",
 };
 
 /* One step = one phase of one node, cut into parts. Threads take parts from `claimed`; the thread
@@ -53,6 +53,7 @@ static void exec_part(mtp_job *j, const step *s, int part) {
     case OP_GET_ROWS: case OP_SLICE: case OP_CONCAT: case OP_TAKE_ROWS: fn = mtp_op_copy; break;
     case OP_ROPE: fn = mtp_op_rope; break;
     case OP_ATTENTION: fn = mtp_op_attention; break;
+    case OP_KV_WRITE: fn = mtp_op_kv_write; break;
     case OP_SSM_CONV: fn = mtp_op_ssm_conv; break;
     case OP_DELTA_NET: fn = mtp_op_delta_net; break;
     case OP_MOE: fn = mtp_op_moe; break;

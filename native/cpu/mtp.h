@@ -14,7 +14,7 @@
 enum {
     OP_INPUT, OP_WEIGHT, OP_GET_ROWS, OP_MATMUL, OP_RMS_NORM, OP_L2_NORM, OP_ADD, OP_MUL, OP_SCALE,
     OP_SIGMOID, OP_SILU, OP_SOFTPLUS, OP_RESHAPE, OP_SLICE, OP_CONCAT, OP_TAKE_ROWS, OP_ROPE,
-    OP_ATTENTION, OP_SSM_CONV, OP_DELTA_NET, OP_MOE, OP_COUNT
+    OP_ATTENTION, OP_SSM_CONV, OP_DELTA_NET, OP_MOE, OP_KV_WRITE, OP_COUNT
 };
 
 /* ggml type ids (ggml.h's enum ggml_type) of the weight formats read here. */
@@ -104,6 +104,7 @@ void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type,
 MTP_OP(mtp_op_norm);        /* rms_norm, l2_norm */
 MTP_OP(mtp_op_rope);
 MTP_OP(mtp_op_attention);   /* phase 0 writes the batch's K, V; phase 1 attends */
+MTP_OP(mtp_op_kv_write);    /* attention's phase 0 alone */
 MTP_OP(mtp_op_ssm_conv);
 MTP_OP(mtp_op_delta_net);
 MTP_OP(mtp_op_moe);         /* mtp_moe_phases(nd) phases */

@@ -170,14 +170,7 @@ class Qwen35Graphs:
         """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions."""
         hp = self.hp
         m = MTP_PREFIX
-        p = f"{m}blk.{hp.n_layer}"
-        g = Graph(f"mtp[{n}]")
-        tokens = g.input("tokens", (n,), "i32")
-        pos = g.input("pos", (n,), "i32")
-        h_in = g.input("h", (n, hp.n_embd))
-        e = g.rms_norm(g.get_rows(self._w(g, m + "embed"), tokens), self._w(g, f"{p}.nextn.enorm.weight"), hp.rms_eps)
-        hh = g.rms_norm(h_in, self._w(g, f"{p}.nextn.hnorm.weight"), hp.rms_eps)
-        x = g.matmul(g.concat(e, hh), self._w(g, f"{p}.nextn.eh_proj.weight"))
+        g, pos, x, p = self._mtp_input(f"mtp[{n}]", n)
         h = g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), hp.rms_eps)
         x = x + self._attention_block(g, h, pos, p, "mtp_kv")
         h = g.rms_norm(x, self._w(g, f"{p}.post_attention_norm.weight"), hp.rms_eps)
@@ -188,6 +181,15 @@ class Qwen35Graphs:
             g.output("logits", g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, m + "head")))
         return g
 
+    def mtp_kv(self, n: int) -> Graph:
+        """The MTP head's KV cache for n (token, previous trunk hidden state) pairs, as `mtp` writes it,
+        and nothing else: a prompt's positions need only their cache entries, so the rest of the
+        layer (queries, attention, output, FFN: ~3/4 of it) is skipped."""
+        g, pos, x, p = self._mtp_input(f"mtp_kv[{n}]", n)
+        k, v = self._kv(g, g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), self.hp.rms_eps), pos, p)
+        g.output("k", g.kv_write(k, v, pos, "mtp_kv"))
+        return g
+
     # -- pieces
     def _w(self, g: Graph, name: str) -> Ref:
         return g.weight(name, self.shapes[name])
@@ -196,6 +198,28 @@ class Qwen35Graphs:
     def _rows(g: Graph, x: Ref, rows: Sequence[int], n: int) -> Ref:
         return x if list(rows) == list(range(n)) else g.take_rows(x, rows)
 
+    def _mtp_input(self, name: str, n: int) -> tuple[Graph, Ref, Ref, str]:
+        """A graph over n (token, hidden) pairs with the MTP block's input eh_proj([enorm(embed(token)),
+        hnorm(h)]): (graph, positions, that input, the block's tensor prefix)."""
+        hp = self.hp
+        p = f"{MTP_PREFIX}blk.{hp.n_layer}"
+        g = Graph(name)
+        tokens = g.input("tokens", (n,), "i32")
+        pos = g.input("pos", (n,), "i32")
+        h_in = g.input("h", (n, hp.n_embd))
+        e = g.rms_norm(g.get_rows(self._w(g, MTP_PREFIX + "embed"), tokens), self._w(g, f"{p}.nextn.enorm.weight"), hp.rms_eps)
+        hh = g.rms_norm(h_in, self._w(g, f"{p}.nextn.hnorm.weight"), hp.rms_eps)
+        return g, pos, g.matmul(g.concat(e, hh), self._w(g, f"{p}.nextn.eh_proj.weight")), p
+
+    def _kv(self, g: Graph, h: Ref, pos: Ref, p: str) -> tuple[Ref, Ref]:
+        """Keys (normed, rotated) and values of an attention layer, [n, Hkv, d] each."""
+        hp = self.hp
+        n, hd = h.shape[0], hp.head_dim
+        k = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_k.weight")), (n, hp.n_head_kv, hd))
+        k = g.rms_norm(k, self._w(g, f"{p}.attn_k_norm.weight"), hp.rms_eps)
+        v = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_v.weight")), (n, hp.n_head_kv, hd))
+        return g.rope(k, pos, hp.n_rot, hp.rope_sections, hp.rope_base), v
+
     def _attention_block(self, g: Graph, h: Ref, pos: Ref, p: str, state: str) -> Ref:
         hp = self.hp
         n, hd = h.shape[0], hp.head_dim
@@ -203,11 +227,8 @@ class Qwen35Graphs:
         qg = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_q.weight")), (n, hp.n_head, 2 * hd))
         q = g.rms_norm(g.slice(qg, 0, hd), self._w(g, f"{p}.attn_q_norm.weight"), hp.rms_eps)
         gate = g.reshape(g.slice(qg, hd, 2 * hd), (n, hp.n_head * hd))
-        k = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_k.weight")), (n, hp.n_head_kv, hd))
-        k = g.rms_norm(k, self._w(g, f"{p}.attn_k_norm.weight"), hp.rms_eps)
-        v = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_v.weight")), (n, hp.n_head_kv, hd))
+        k, v = self._kv(g, h, pos, p)
         q = g.rope(q, pos, hp.n_rot, hp.rope_sections, hp.rope_base)
-        k = g.rope(k, pos, hp.n_rot, hp.rope_sections, hp.rope_base)
         o = g.attention(q, k, v, pos, state, 1.0 / float(np.sqrt(hd)))
         o = g.reshape(o, (n, hp.n_head * hd)) * g.unary("sigmoid", gate)
         return g.matmul(o, self._w(g, f"{p}.attn_output.weight"))
