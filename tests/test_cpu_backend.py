@@ -124,6 +124,31 @@ def test_matmul_matches_reference_and_is_batch_invariant(simd, qtype):
         assert np.array_equal(be.run(g, {"x": x[i : i + 1]})["y"][0], results[n][i])
 
 
+@pytest.mark.parametrize("qtype", [T.F32, T.Q4_0, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
+def test_matmul_rows_are_bit_equal_in_every_batch(simd, qtype):
+    """Fused kernels (1..8 tokens, taken 4 at a time) and the tiled path (more) give every row the
+    same bits, at any offset in the batch and on 1 or 2 threads."""
+    rng = np.random.default_rng(200 + int(qtype))
+    m, k, big = 37, 768, 40
+    w = random_weight(qtype, (m, k), rng)
+    x = rng.standard_normal((big, k)).astype(F32)
+    backends = {threads: CpuBackend(threads) for threads in (1, 2)}
+    for be in backends.values():
+        be.load_weights({"w": w})
+
+    def run(rows: np.ndarray, threads: int) -> np.ndarray:
+        g = Graph(f"mm{len(rows)}")
+        g.output("y", g.matmul(g.input("x", (len(rows), k)), g.weight("w", (m, k))))
+        return backends[threads].run(g, {"x": rows})["y"]
+
+    full = run(x, 2)
+    assert np.array_equal(run(x, 1), full)
+    for n in range(1, 10):
+        for start in (0, 3, big - n):
+            for threads in (1, 2):
+                assert np.array_equal(run(x[start : start + n], threads), full[start : start + n]), (n, start, threads)
+
+
 @pytest.mark.parametrize("qtype", [T.F32, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
 def test_get_rows_decodes_exactly(qtype):
     rng = np.random.default_rng(7)

@@ -78,22 +78,46 @@ enum { MTP_OK = 0, MTP_ERR_POS = 1, MTP_ERR_TYPE = 2, MTP_ERR_ID = 3, MTP_ERR_ME
  * `nparts` parts and take them as they come, so an op never waits inside itself. */
 #define MTP_OP(name) void name(mtp_job *j, mtp_node *nd, int phase __attribute__((unused)), int part, int nparts)
 
-/* ---- weight formats (quants.c, dispatched to the best SIMD variant at load) */
+/* ---- weight formats (quants.c, dispatched to the best SIMD variant at load)
+ *
+ * Products with Q4_K / Q5_K weights (MTP_FACTORED) use the scales factored out of the sums: per
+ * 32-value sub-block j of a row, (d * sc_j) * sum(q * x) - (dmin * mn_j) * X_j, with X_j the sum of
+ * the token's x over sub-block j (computed once per token per product). Every other type is
+ * decode-then-dot. Each SIMD level computes a row's result one way, on every path (fused or tiled,
+ * any batch size or thread count), so a row's bits never depend on its batch. */
+#define MTP_FACTORED(type) ((type) == T_Q4_K || (type) == T_Q5_K)
 typedef void (*mtp_dequant_fn)(const void *src, float *dst, int64_t k);
 typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
-/* out[t * ldo] = dot(decoded row w, x + t * ldx) for t < nt (1..4), bit-identical to dequant + dot */
-typedef void (*mtp_vdot_fn)(const void *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
+/* out[t * ldo] = dot(w, x + t * ldx) for t < nt (1..4), each bit-identical to dot */
+typedef void (*mtp_dotn_fn)(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
+/* X[b] = sum of x[32b .. 32b + 31], for b < k / 32 */
+typedef void (*mtp_sums_fn)(const float *x, int64_t k, float *X);
+typedef void (*mtp_split_fn)(int type, const void *src, float *q, float *sm, int64_t k);
+/* A factored row (mtp_split_kquant's q and sm) against nt = 1..4 token rows with their sums X */
+typedef void (*mtp_kdot_fn)(const float *q, const float *sm, const float *x, int64_t ldx, const float *X, int64_t ldX,
+                            int nt, int64_t k, float *out, int64_t ldo);
+/* out[t * ldo] = the row's product with token t < nt (1..4) straight from the blocks, bit-identical
+ * to dequant + dotn, or (MTP_FACTORED) to split + kdot; X, ldX: the tokens' sums (factored only) */
+typedef void (*mtp_vdot_fn)(const void *w, const float *x, int64_t ldx, const float *X, int64_t ldX, int nt, int64_t k,
+                            float *out, int64_t ldo);
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
+    mtp_dotn_fn dotn;
+    mtp_sums_fn sums;
+    mtp_split_fn split;               /* mtp_split_kquant or a faster twin (the same floats) */
+    mtp_kdot_fn kdot;
     mtp_vdot_fn vdot[T_COUNT];        /* fused decode-and-dot; NULL: decode a tile, then dot */
 } mtp_kernels;
 extern mtp_kernels mtp_k;
+/* A Q4_K / Q5_K row as unscaled values q[k] (exact small integers) and, per super-block i,
+ * sm[16i + j] = d * sc_j, sm[16i + 8 + j] = dmin * mn_j: the same floats on every SIMD level. */
+void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k);
 int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
 float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
 int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
-void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot entries (AVX2 CPUs only) */
+void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot entries (AVX2 CPUs only) */
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
  * part `part` of `nparts` computes its share of the m output columns */

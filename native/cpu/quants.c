@@ -174,6 +174,28 @@ static void deq_q6_k(const void *src, float *dst, int64_t k) {
     }
 }
 
+/* A Q4_K / Q5_K row split into unscaled values and per-sub-block scales and mins (mtp.h). */
+void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k) {
+    const uint8_t *b = src;
+    const int q5 = type == T_Q5_K;
+    for (int64_t i = 0; i < k / QK_K; i++, b += q5 ? 176 : 144, q += QK_K, sm += 16) {
+        float d = half_at(b), dmin = half_at(b + 2);
+        const uint8_t *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            int sc, mn;
+            mtp_kquant_scale_min(b + 4, j, &sc, &mn);
+            sm[j] = d * (float)sc;
+            sm[8 + j] = dmin * (float)mn;
+            for (int l = 0; l < 32; l++) {
+                int v = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xf;
+                if (q5)
+                    v |= ((qh[l] >> j) & 1) << 4;
+                q[32 * j + l] = (float)v;
+            }
+        }
+    }
+}
+
 /* Four interleaved partial sums in a fixed order: the same k always gives the same bits. */
 static float dot_scalar(const float *a, const float *b, int64_t k) {
     float s[4] = {0, 0, 0, 0};
@@ -185,6 +207,36 @@ static float dot_scalar(const float *a, const float *b, int64_t k) {
     for (; i < k; i++)
         t += a[i] * b[i];
     return t;
+}
+
+static void dotn_scalar(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo) {
+    for (int t = 0; t < nt; t++)
+        out[t * ldo] = dot_scalar(w, x + t * ldx, k);
+}
+
+static void sums_scalar(const float *x, int64_t k, float *X) {
+    for (int64_t b = 0; b < k / QK; b++) {
+        float s = 0;
+        for (int l = 0; l < QK; l++)
+            s += x[QK * b + l];
+        X[b] = s;
+    }
+}
+
+/* Per sub-block: scale times its dot, then the super-block's mins times the token's sums. */
+static void kdot_scalar(const float *q, const float *sm, const float *x, int64_t ldx, const float *X, int64_t ldX,
+                        int nt, int64_t k, float *out, int64_t ldo) {
+    for (int t = 0; t < nt; t++) {
+        const float *xt = x + t * ldx, *Xt = X + t * ldX;
+        float acc = 0;
+        for (int64_t i = 0; i < k / QK_K; i++) {
+            for (int j = 0; j < 8; j++)
+                acc += sm[16 * i + j] * dot_scalar(q + QK_K * i + QK * j, xt + QK_K * i + QK * j, QK);
+            for (int j = 0; j < 8; j++)
+                acc -= sm[16 * i + 8 + j] * Xt[8 * i + j];
+        }
+        out[t * ldo] = acc;
+    }
 }
 
 void mtp_kernels_scalar(mtp_kernels *kt) {
@@ -201,4 +253,8 @@ void mtp_kernels_scalar(mtp_kernels *kt) {
     kt->dequant[T_Q5_K] = deq_q5_k;
     kt->dequant[T_Q6_K] = deq_q6_k;
     kt->dot = dot_scalar;
+    kt->dotn = dotn_scalar;
+    kt->sums = sums_scalar;
+    kt->split = mtp_split_kquant;
+    kt->kdot = kdot_scalar;
 }

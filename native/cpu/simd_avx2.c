@@ -186,22 +186,54 @@ MTP_AVX2 static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* Four 8-lane FMA accumulators, then 8-lane steps, then a scalar tail: a fixed order for each k. */
-MTP_AVX2 static float dot_avx2(const float *a, const float *b, int64_t k) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+/* One float row against nt token rows: per token, four 8-lane FMA accumulators (values 8c..8c+7
+ * of each 32 into accumulator c), then 8-lane steps, then a scalar tail: a fixed order for each k,
+ * so a token's result is the same whatever nt. */
+MTP_AVX2 __attribute__((always_inline)) static inline void dot_rows(const float *a, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo) {
+    __m256 s[4][4];
+    for (int t = 0; t < nt; t++)
+        for (int c = 0; c < 4; c++)
+            s[t][c] = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 32 <= k; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    for (; i + 32 <= k; i += 32)
+        for (int c = 0; c < 4; c++) {
+            __m256 w = _mm256_loadu_ps(a + i + 8 * c);
+            for (int t = 0; t < nt; t++)
+                s[t][c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * ldx + i + 8 * c), s[t][c]);
+        }
+    for (; i + 8 <= k; i += 8) {
+        __m256 w = _mm256_loadu_ps(a + i);
+        for (int t = 0; t < nt; t++)
+            s[t][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * ldx + i), s[t][0]);
     }
-    for (; i + 8 <= k; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float t = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < k; i++)
-        t += a[i] * b[i];
-    return t;
+    for (int t = 0; t < nt; t++) {
+        float r = hsum(_mm256_add_ps(_mm256_add_ps(s[t][0], s[t][1]), _mm256_add_ps(s[t][2], s[t][3])));
+        for (int64_t l = i; l < k; l++)
+            r += a[l] * x[t * ldx + l];
+        out[t * ldo] = r;
+    }
+}
+
+MTP_AVX2 static float dot_avx2(const float *a, const float *b, int64_t k) {
+    float r;
+    dot_rows(a, b, 0, 1, k, &r, 0);
+    return r;
+}
+
+/* A constant nt per call keeps the accumulators in registers. */
+MTP_AVX2 static void dotn_avx2(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo) {
+    switch (nt) {
+    case 4: dot_rows(w, x, ldx, 4, k, out, ldo); break;
+    case 3: dot_rows(w, x, ldx, 3, k, out, ldo); break;
+    case 2: dot_rows(w, x, ldx, 2, k, out, ldo); break;
+    default: dot_rows(w, x, ldx, 1, k, out, ldo);
+    }
+}
+
+MTP_AVX2 static void sums_avx2(const float *x, int64_t k, float *X) {
+    for (int64_t b = 0; b < k / 32; b++, x += 32)
+        X[b] = hsum(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
+                                  _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24))));
 }
 
 int mtp_kernels_avx2(mtp_kernels *kt) {
@@ -219,7 +251,9 @@ int mtp_kernels_avx2(mtp_kernels *kt) {
     kt->dequant[T_Q5_K] = deq_q5_k;
     kt->dequant[T_Q6_K] = deq_q6_k;
     kt->dot = dot_avx2;
-    mtp_fused_avx2(kt);  /* bit-identical to deq_* + dot_avx2 above */
+    kt->dotn = dotn_avx2;
+    kt->sums = sums_avx2;
+    mtp_fused_avx2(kt);  /* bit-identical to deq_* + dotn_avx2 above, or to split + its kdot */
     return 1;
 }
 
