@@ -194,7 +194,7 @@ MTP_AVX2 static void kdot_avx2(const float *q, const float *sm, const float *x, 
 MTP_AVX2 __attribute__((always_inline)) static inline void q6_k_rows(const void *w, const float *x, int64_t ldx, const float *X, int64_t ldX, int nt, int64_t k, float *out, int64_t ldo) {
     (void)X, (void)ldX;
     const uint8_t *b = w;
-    const __m256i nib = _mm256_set1_epi8(0xf), three = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    const __m256i nib = _mm256_set1_epi8(0xf), top = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     acc2 a;
     zero(&a);
     for (int64_t i = 0; i < k / 256; i++, b += 210) {
@@ -210,8 +210,9 @@ MTP_AVX2 __attribute__((always_inline)) static inline void q6_k_rows(const void 
             for (int g = 0; g < 4; g++, x += 32) {
                 __m256i ql = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (g % 2)));
                 __m256i lo = _mm256_and_si256(g / 2 ? _mm256_srli_epi16(ql, 4) : ql, nib);
-                __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), three);
-                __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), off);
+                /* bits 2g, 2g + 1 of qh moved straight to bits 4, 5 */
+                __m256i hi = g < 2 ? _mm256_slli_epi16(qh, 4 - 2 * g) : g == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, top)), off);
                 /* the same scales either way; measured, one or two tokens go faster from memory */
                 __m256 d0 = nt <= 2 ? _mm256_broadcast_ss(sf + 8 * h + 2 * g) : lane(sv[h], 2 * g);
                 __m256 d1 = nt <= 2 ? _mm256_broadcast_ss(sf + 8 * h + 2 * g + 1) : lane(sv[h], 2 * g + 1), wv[4];
@@ -238,17 +239,18 @@ MTP_AVX2 __attribute__((always_inline)) static inline void q8_0_rows(const void 
     finish(&a, nt, out, ldo);
 }
 
-/* One weight row against nt = 1..4 token rows; a constant nt per variant lets the compiler keep
+/* nr weight rows against nt = 1..4 token rows; a constant nt per variant lets the compiler keep
  * the accumulators in registers. */
-#define VDOT(name, rows)                                                                                          \
-    MTP_AVX2 static void name(const void *w, const float *x, int64_t ldx, const float *X, int64_t ldX, int nt,    \
-                              int64_t k, float *out, int64_t ldo) {                                               \
-        switch (nt) {                                                                                             \
-        case 4: rows(w, x, ldx, X, ldX, 4, k, out, ldo); break;                                                   \
-        case 3: rows(w, x, ldx, X, ldX, 3, k, out, ldo); break;                                                   \
-        case 2: rows(w, x, ldx, X, ldX, 2, k, out, ldo); break;                                                   \
-        default: rows(w, x, ldx, X, ldX, 1, k, out, ldo);                                                         \
-        }                                                                                                         \
+#define VDOT(name, rows)                                                                                              \
+    MTP_AVX2 static void name(const void *w, int64_t rb, int64_t nr, const float *x, int64_t ldx, const float *X,     \
+                              int64_t ldX, int nt, int64_t k, float *out, int64_t ldo) {                              \
+        const uint8_t *b = w;                                                                                         \
+        switch (nt) {                                                                                                 \
+        case 4: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, x, ldx, X, ldX, 4, k, out + r, ldo); break;          \
+        case 3: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, x, ldx, X, ldX, 3, k, out + r, ldo); break;          \
+        case 2: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, x, ldx, X, ldX, 2, k, out + r, ldo); break;          \
+        default: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, x, ldx, X, ldX, 1, k, out + r, ldo);                \
+        }                                                                                                             \
     }
 
 VDOT(vdot_q4_k, q4_k_rows)

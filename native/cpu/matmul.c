@@ -11,6 +11,7 @@
  * measured, a Q6_K row costs about as much to decode as four dots of it, a Q4_K (factored) or Q8_0
  * row much less. */
 #define FUSED_MAX_N(type) ((type) == T_Q6_K ? 4 : 8)
+#define FUSED_ROWS 16
 
 void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
                      const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo) {
@@ -31,10 +32,11 @@ void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type,
     float *X = sums + tiled ? mtp_scratch(p, (size_t)(sums + tiled) * sizeof(float)) : NULL, *buf = X + sums;
     for (int64_t i = 0; i < n && factored; i++)
         mtp_k.sums(x + i * ldx, k, X + i * nb);
-    if (fused) {
-        for (int64_t j = lo; j < hi; j++)
+    if (fused) {  /* a few rows at a time, each group of four tokens while they are in L1 */
+        for (int64_t j = lo; j < hi; j += FUSED_ROWS)
             for (int64_t i = 0; i < n; i += 4)
-                vdot((const uint8_t *)w + j * row_bytes, x + i * ldx, ldx, factored ? X + i * nb : NULL, nb, n - i >= 4 ? 4 : (int)(n - i), k, out + i * ldo + j, ldo);
+                vdot((const uint8_t *)w + j * row_bytes, row_bytes, hi - j < FUSED_ROWS ? hi - j : FUSED_ROWS, x + i * ldx, ldx,
+                     factored ? X + i * nb : NULL, nb, n - i >= 4 ? 4 : (int)(n - i), k, out + i * ldo + j, ldo);
         return;
     }
     for (int64_t j0 = lo; j0 < hi; j0 += tile) {

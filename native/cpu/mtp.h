@@ -96,10 +96,11 @@ typedef void (*mtp_split_fn)(int type, const void *src, float *q, float *sm, int
 /* A factored row (mtp_split_kquant's q and sm) against nt = 1..4 token rows with their sums X */
 typedef void (*mtp_kdot_fn)(const float *q, const float *sm, const float *x, int64_t ldx, const float *X, int64_t ldX,
                             int nt, int64_t k, float *out, int64_t ldo);
-/* out[t * ldo] = the row's product with token t < nt (1..4) straight from the blocks, bit-identical
- * to dequant + dotn, or (MTP_FACTORED) to split + kdot; X, ldX: the tokens' sums (factored only) */
-typedef void (*mtp_vdot_fn)(const void *w, const float *x, int64_t ldx, const float *X, int64_t ldX, int nt, int64_t k,
-                            float *out, int64_t ldo);
+/* out[t * ldo + r] = product of row r < nr (at w + r * row_bytes) with token t < nt (1..4), straight
+ * from the blocks, bit-identical to dequant + dotn, or (MTP_FACTORED) to split + kdot; X, ldX: the
+ * tokens' sums (factored only) */
+typedef void (*mtp_vdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const float *x, int64_t ldx, const float *X,
+                            int64_t ldX, int nt, int64_t k, float *out, int64_t ldo);
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
