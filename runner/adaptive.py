@@ -19,15 +19,10 @@ from typing import Protocol
 from mtprun.runner.stats import StepRecord
 
 DEFAULT_AUTO_MAX = 4
-CATCH_UP_WINDOW = 16
 
 
 class DepthPolicy(Protocol):
     max_depth: int  # 0: never drafts (the MTP head is then not run at all)
-    # How many of the tokens decoded since the MTP head last ran it catches up on before drafting
-    # (None: all). Fewer leaves the head's KV cache stale at the older positions: drafts get worse
-    # there, the output never changes.
-    catch_up_limit: int | None
 
     def choose(self, limit: int) -> int:
         """Depth for the next step, at most `limit`."""
@@ -37,8 +32,6 @@ class DepthPolicy(Protocol):
 
 
 class FixedDepth:
-    catch_up_limit = None
-
     def __init__(self, depth: int) -> None:
         self.max_depth = depth
 
@@ -75,13 +68,6 @@ class AdaptiveDepth:
         self.reevaluate_every = 8
         self._choice: tuple[int, int] | None = None  # (limit, best depth)
         self._choice_age = 0
-
-    @property
-    def catch_up_limit(self) -> int | None:
-        """While probes keep failing (drafts are not accepted), a probe catches the MTP head up on
-        the last CATCH_UP_WINDOW tokens only: catching up on every token would cost a small model
-        a tenth of its decode speed for drafts that are then thrown away."""
-        return CATCH_UP_WINDOW if self.probe_interval >= 4 * self.base_probe_interval else None
 
     # -- model
     def expected_tokens(self, n: int) -> float:

@@ -8,7 +8,9 @@ the target's own choices, emits the target's next token, and rolls the caches ba
 The MTP head's KV cache must hold, for every position p, the pair (token p, trunk state at p-1).
 Chained drafts write MTP-made states at their positions; those entries are rewritten from the
 trunk's states for the positions that were accepted, batched into the next step's first MTP call
-(one MTP batch per step instead of llama.cpp's extra full-batch pass).
+(one MTP batch per step instead of llama.cpp's extra full-batch pass). Positions decoded by plain
+steps (depth 0) are caught up the same way before the next draft; past a few, only their cache
+entries are written (kv_write), as for the prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
 from mtprun.runner.context import Context, StepTimer
 from mtprun.runner.sampling import SamplingParams, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
+
+# Rows the first MTP call of a drafting step runs whole; more (after plain steps) first have their
+# cache entries written alone, which costs about a quarter of a whole pass.
+FULL_CATCH_UP = 4
 
 
 def decode(
@@ -73,10 +79,9 @@ def decode(
         t_draft = time.perf_counter()
         if depth > 0:
             rows = mtp_rows + [(last, pending_h)]
-            limit = policy.catch_up_limit
-            if limit is not None and len(rows) > limit + 1:  # skip the oldest: see DepthPolicy
-                mtp_next += len(rows) - limit - 1
-                rows = rows[-limit - 1 :]
+            if len(rows) > FULL_CATCH_UP:  # after plain steps: their cache entries only (_catch_up)
+                mtp_next = _catch_up(ctx, rows[:-1], mtp_next)
+                rows = rows[-1:]
             logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
             mtp_rows, mtp_next = [], n_past + 1
             while True:
@@ -87,10 +92,6 @@ def decode(
                 logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
         elif use_mtp:
             mtp_rows.append((last, pending_h))
-            limit = policy.catch_up_limit
-            if limit is not None and len(mtp_rows) > limit:  # rows the next draft would skip (long plain stretches)
-                del mtp_rows[0]
-                mtp_next += 1
         timer.add("draft", t_draft)
 
         t_verify_start = time.perf_counter()
@@ -134,3 +135,14 @@ def decode(
                 return
         if produced >= n_predict or n_past + 1 >= ctx.n_ctx:
             return
+
+
+def _catch_up(ctx: Context, rows: list[tuple[int, np.ndarray]], start: int) -> int:
+    """The MTP head's cache entries for (token, trunk state) rows at positions start.., in
+    power-of-two batches (long plain stretches then compile few graphs); returns the next position."""
+    done = 0
+    while done < len(rows):
+        chunk = rows[done : done + (1 << ((len(rows) - done).bit_length() - 1))]
+        ctx.mtp_kv([r[0] for r in chunk], np.stack([r[1] for r in chunk]), start + done)
+        done += len(chunk)
+    return start + done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from mtprun.runner.adaptive import CATCH_UP_WINDOW, AdaptiveDepth
+from mtprun.runner.adaptive import AdaptiveDepth
 from mtprun.runner.stats import StepRecord
 
 
@@ -55,15 +55,6 @@ def test_prediction_uses_measured_costs():
     assert est["acceptance"][0] > 0.9 and est["verify_seconds"][1] > 0
     # E(2) = 3 tokens for 2 draft calls + verify(3): (3 / (0.2 + 1.1)) / (1 / 1.0) = 2.3
     assert abs(est["predicted_speedup"] - 3 / 1.3) < 0.15
-
-
-def test_failing_probes_catch_the_mtp_head_up_on_a_window_only():
-    policy = AdaptiveDepth()
-    assert policy.catch_up_limit is None  # drafts may pay: the head's cache is kept whole
-    _simulate(policy, lambda i: 0.0, 300, random.Random(1), [])
-    assert policy.catch_up_limit == CATCH_UP_WINDOW
-    _simulate(policy, lambda i: 1.0, 300, random.Random(1), [])  # the next probe pays: the pace resets
-    assert policy.catch_up_limit is None
 
 
 def test_accepted_drafts_that_cost_more_than_they_gain_make_probes_rare():

@@ -11,6 +11,9 @@ import mtprun
 from fixtures import MODELS, backend_params, model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
 from mtprun.runner.context import Context
+from mtprun.runner.sampling import SamplingParams
+from mtprun.runner.speculative import decode
+from mtprun.runner.stats import GenerationStats
 
 pytestmark = needs_fixtures
 
@@ -84,3 +87,39 @@ def test_mtp_cache_after_prefill_equals_fresh_mtp_pass(backend):
     ref = ctx.backend.read_state("mtp_kv")
     for a, b in zip(ours, ref):
         assert np.array_equal(a[: len(ids)], b[: len(ids)])
+
+
+class _ScriptedDepth:
+    """Draft depths in a fixed order, then plain decoding."""
+
+    max_depth = 1
+
+    def __init__(self, depths: list[int]) -> None:
+        self.depths = depths
+
+    def choose(self, limit: int) -> int:
+        return min(self.depths.pop(0), limit) if self.depths else 0
+
+    def observe(self, step) -> None:
+        pass
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_mtp_cache_after_plain_steps_is_caught_up_whole(backend):
+    """Ten plain steps, then a draft: the head's cache holds (token p, trunk state p-1) for every
+    position up to the draft's, as a fresh MTP pass over the sequence writes it."""
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=256)
+    ids = list(prompts("tinycoder")["class"])
+    ctx = m._ctx
+    steps = GenerationStats()
+    out = list(decode(ctx, ids, 12, SamplingParams(), _ScriptedDepth([0] * 10 + [1]), frozenset(), steps))
+    assert [len(s.draft) for s in steps.steps][:11] == [0] * 10 + [1]
+    upto = len(ids) + 10  # the draft step's first MTP row: (its last token, the trunk state before it)
+    ours = ctx.backend.read_state("mtp_kv")
+    fresh = Context(m.loaded, create_backend(backend), 256, 2)
+    fresh.reset()
+    seq = ids + out
+    _, h = fresh.trunk(seq, 0, [])
+    fresh.mtp(seq[:upto], np.concatenate([np.zeros((1, h.shape[1]), np.float32), h[: upto - 1]]), 0, [])
+    for a, b in zip(ours, fresh.backend.read_state("mtp_kv")):
+        assert np.array_equal(a[:upto], b[:upto])
