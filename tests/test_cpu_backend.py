@@ -31,11 +31,14 @@ HALF_FIELDS = {T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q8_
                T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}  # byte offsets of each block's f16 scales
 
 
-@pytest.fixture(params=["simd", "scalar"])
+SIMD_LEVELS = {"simd": 99, "avx2": 1, "scalar": 0}  # the best the machine has, AVX2 alone, the fallback
+
+
+@pytest.fixture(params=list(SIMD_LEVELS))
 def simd(request):
-    """Run a test on the best SIMD kernels, then on the scalar fallback."""
+    """Run a test on the best SIMD kernels, on AVX2 alone (where the best is more), on the scalar fallback."""
     lib = cpu_backend.library()
-    lib.mtp_set_simd(99 if request.param == "simd" else 0)
+    lib.mtp_set_simd(SIMD_LEVELS[request.param])
     yield request.param
     lib.mtp_set_simd(99)
 
@@ -147,6 +150,33 @@ def test_matmul_rows_are_bit_equal_in_every_batch(simd, qtype):
         for start in (0, 3, big - n):
             for threads in (1, 2):
                 assert np.array_equal(run(x[start : start + n], threads), full[start : start + n]), (n, start, threads)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_avx512_kernels_are_bit_identical_to_avx2(qtype):
+    """The AVX-512 twins change no bit of any product, fused or tiled."""
+    lib = cpu_backend.library()
+    if lib.mtp_set_simd(2) != 2:
+        pytest.skip("no AVX-512 here")
+    rng = np.random.default_rng(300 + int(qtype))
+    m, k = 29, 812 if qtype in (T.F32, T.F16, T.BF16) else 768  # 812: an 8-lane step and a scalar tail
+    w = random_weight(qtype, (m, k), rng)
+    x = rng.standard_normal((12, k)).astype(F32)
+    try:
+        outs = []
+        for level in (2, 1):
+            lib.mtp_set_simd(level)
+            be = CpuBackend(2)
+            be.load_weights({"w": w})
+            for n in (1, 2, 3, 4, 5, 8, 12):
+                g = Graph(f"mm{n}")
+                g.output("y", g.matmul(g.input("x", (n, k)), g.weight("w", (m, k))))
+                outs.append(be.run(g, {"x": x[:n]})["y"])
+        half = len(outs) // 2
+        for a, b in zip(outs[:half], outs[half:]):
+            assert np.array_equal(a, b)
+    finally:
+        lib.mtp_set_simd(99)
 
 
 @pytest.mark.parametrize("qtype", [T.F32, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)

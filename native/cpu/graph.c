@@ -109,15 +109,17 @@ static int plan_steps(mtp_ctx *c, int32_t n_nodes) {
 
 /* ---- exported API */
 
-static int simd_level = -1;  /* 0 scalar, 1 AVX2 */
+static int simd_level = -1;  /* 0 scalar, 1 AVX2, 2 AVX2 with AVX-512 twins (the same bits as 1) */
 
 int mtp_set_simd(int level) {  /* the best available at most `level`; returns what was chosen */
     mtp_kernels_scalar(&mtp_k);
     simd_level = level >= 1 && mtp_kernels_avx2(&mtp_k) ? 1 : 0;
+    if (simd_level == 1 && level >= 2 && mtp_kernels_avx512(&mtp_k))
+        simd_level = 2;
     return simd_level;
 }
 
-const char *mtp_simd_name(void) { return simd_level == 1 ? "avx2" : "scalar"; }
+const char *mtp_simd_name(void) { return simd_level == 2 ? "avx512" : simd_level == 1 ? "avx2" : "scalar"; }
 
 static void ensure_kernels(void) {
     if (simd_level < 0)

@@ -119,6 +119,9 @@ float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
 int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
 void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot entries (AVX2 CPUs only) */
+/* fused_avx512.c, on top of the AVX2 table: bit-identical AVX-512 twins of some of its kernels;
+ * 0 where the CPU lacks AVX-512 F/BW/VL */
+int mtp_kernels_avx512(mtp_kernels *k);
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
  * part `part` of `nparts` computes its share of the m output columns */
