@@ -21,6 +21,7 @@ class CudaDevice:
     """GpuDevice for one NVIDIA GPU: its primary context, one stream, the NVRTC-built kernels."""
 
     device_seconds = None  # steps are not timed on the device
+    mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None) -> None:
         self._drv = Driver(ordinal)
@@ -33,7 +34,7 @@ class CudaDevice:
         return Buffer(self._drv, nbytes)
 
     def wrap(self, data: np.ndarray) -> Buffer:
-        buf = self.alloc(data.nbytes)
+        buf = self.alloc(data.nbytes + 16)  # the matmuls' aligned word loads may reach 2 bytes past a tensor
         self.upload(buf.ptr, data)
         return buf
 

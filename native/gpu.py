@@ -332,7 +332,8 @@ class GpuBackend:
     def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
         nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
-        grid = (-(-m // _MM_WARPS), -(-n // nb))
+        rows = getattr(self._dev, "mm_rows", _MM_WARPS)  # weight rows per workgroup: one per warp unless the device says
+        grid = (-(-m // rows), -(-n // nb))
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
     def _emit_matmul(self, c, nd, out, args, shapes) -> None:

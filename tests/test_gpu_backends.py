@@ -67,9 +67,9 @@ def _same(ref, ours, graph: Graph, inputs: dict, rtol: float) -> dict[str, np.nd
 
 @gpus
 @pytest.mark.parametrize("qtype", FORMATS, ids=lambda t: t.name)
-def test_matmul_and_get_rows_every_format(gpu, qtype):
+@pytest.mark.parametrize("m, k", [(37, 512), (21, 2304)])  # k = 2304: several steps of CUDA's matmul, a partial last one
+def test_matmul_and_get_rows_every_format(gpu, qtype, m, k):
     rng = np.random.default_rng(int(qtype))
-    m, k = 37, 512
     w = random_weight("w", qtype, (m, k), rng)
     ref, ours = _backends(gpu, [w])
     for n in (1, 3, 9):
@@ -78,7 +78,7 @@ def test_matmul_and_get_rows_every_format(gpu, qtype):
         g.output("y", g.matmul(x, g.weight("w", (m, k))))
         g.output("rows", g.get_rows(g.weight("w", (m, k)), ids))
         inputs = {"x": rng.standard_normal((n, k)).astype(F32), "ids": rng.integers(0, m, n).astype(np.int32)}
-        got = _same(ref, ours, g, inputs, 2e-6)
+        got = _same(ref, ours, g, inputs, 2e-6 * (k / 512) ** 0.5)  # float32 rounding grows with the sum's length
         for i in range(n):  # batch invariance: each row alone gives the same bits
             g1 = Graph("mm1")
             g1.output("y", g1.matmul(g1.input("x", (1, k)), g1.weight("w", (m, k))))
