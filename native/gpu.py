@@ -329,11 +329,15 @@ class GpuBackend:
         return _p(c.arena.ptr + c.layout.in_extra + 4 * (len(c.committed) - 1))
 
     # -- ops (one _emit_ per runner.graph op that launches kernels)
+    def _rows_per_workgroup(self, kernel: str) -> int:
+        """Weight rows per workgroup of an mm / mmid kernel: one per warp, unless the device's
+        build of the kernel says otherwise (its `mm_rows` / `mmid_rows`)."""
+        return getattr(self._dev, f"{kernel}_rows", _MM_WARPS)
+
     def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
         nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
-        rows = getattr(self._dev, "mm_rows", _MM_WARPS)  # weight rows per workgroup: one per warp unless the device says
-        grid = (-(-m // rows), -(-n // nb))
+        grid = (-(-m // self._rows_per_workgroup("mm")), -(-n // nb))
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
     def _emit_matmul(self, c, nd, out, args, shapes) -> None:
@@ -489,7 +493,7 @@ class GpuBackend:
         self._launch(c, "moe_combine", self._grid(n * d), 256, [_p(down_out), _p(wts), _p(out), _i(n), _i(d), _i(n_used)])
 
     def _mmid(self, c, w: _Weight, y: int, x: int, ids: int, xdiv: int, pairs: int, m: int, k: int) -> None:
-        self._launch(c, f"mmid_{w.suffix}", (-(-m // _MM_WARPS), pairs), 32 * _MM_WARPS,
+        self._launch(c, f"mmid_{w.suffix}", (-(-m // self._rows_per_workgroup("mmid")), pairs), 32 * _MM_WARPS,
                      [_p(w.buf.ptr), _l(w.row_bytes), _l(m * w.row_bytes), _p(ids), _i(xdiv), _p(x), _p(y), _i(m), _i(k)])
 
     def _scratch(self, c: Compiled, nbytes: int) -> int:

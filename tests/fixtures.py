@@ -35,30 +35,22 @@ def row_relative_error(ours, ref) -> float:
     return float((np.abs(ours - ref).max(axis=1) / np.abs(ref).max(axis=1)).max())
 
 
-def backend_param(name: str, whole_models: bool = False):
-    """A pytest param for backend `name`, skipped with the reason where it cannot start here.
-    whole_models: for the model suite, which Vulkan on a CPU driver (Mesa's lavapipe, ~0.5 s a
-    token on tinycoder with 2 cores) would take hours over; test_vulkan_backend.py runs a model
-    subset there instead, and MTPRUN_TEST_VULKAN_CPU=1 runs it all."""
-    import os
-
+def backend_param(name: str):
+    """A pytest param for backend `name`, skipped with the reason where it cannot start here."""
     from mtprun.native import create_backend
     from mtprun.runner.errors import MtprunError
 
     try:
-        backend = create_backend(name, threads=1)
+        create_backend(name, threads=1)
     except MtprunError as exc:
         return pytest.param(name, marks=pytest.mark.skip(reason=f"no {name} backend here: {exc}"))
-    if whole_models and getattr(backend, "on_cpu_driver", False) and not os.environ.get("MTPRUN_TEST_VULKAN_CPU"):
-        reason = f"Vulkan runs on a CPU driver here ({backend.device_name}): too slow for the whole model suite"
-        return pytest.param(name, marks=pytest.mark.skip(reason=reason))
     return pytest.param(name)
 
 
 def backend_params():
     """The backends every model test runs on: the NumPy reference, the native CPU backend and the
-    GPU backends."""
-    return [backend_param(name, whole_models=True) for name in ("numpy", "cpu", "cuda", "vulkan")]
+    GPU backends (Vulkan too on a CPU driver, Mesa's lavapipe, as on CI)."""
+    return [backend_param(name) for name in ("numpy", "cpu", "cuda", "vulkan")]
 
 
 def rows_in_batches(m, prefix: list[int], cont: list[int], sizes: list[int]):

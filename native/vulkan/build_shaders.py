@@ -1,7 +1,9 @@
 """The Vulkan kernels: GLSL compute shaders (native/vulkan/shaders/) compiled with glslc to the
 SPIR-V shipped in native/vulkan/spirv/, one file per kernel of native/cuda/kernels/ (same name,
-same arguments as push constants, same launch), plus `<kernel>.sg.spv` for the kernels that sum
-over 32-lane warps: their subgroup-shuffle build, for devices with subgroups of >= 32 invocations.
+same arguments as push constants, same launch), plus variants of some kernels: `<kernel>.sg.spv`,
+the subgroup-shuffle build of those that sum over 32-lane warps, for devices with subgroups of
+>= 32 invocations; `<kernel>.cpu.spv`, the matrix products' build for CPU drivers (one invocation
+per weight row, no barrier).
 
     python3 -m mtprun.native.vulkan.build_shaders          # rebuild spirv/ and its manifest
     python3 -m mtprun.native.vulkan.build_shaders --check  # exit 1 if spirv/ is stale
@@ -38,7 +40,11 @@ GLSLC_FLAGS = ("--target-env=vulkan1.2", "-O", "-Werror", "-fshader-stage=comput
 class Kernel(NamedTuple):
     source: str  # file in shaders/
     defines: tuple[str, ...]  # -D arguments, e.g. ("MM", "NB=4", "WT=12")
-    subgroup: bool  # also built with -DSUBGROUP as <name>.sg.spv
+    variants: tuple[str, ...] = ()  # also built as <name>.<variant>.spv with VARIANT_DEFINES[variant]
+
+
+# variant -> the define it is built with
+VARIANT_DEFINES = {"sg": "SUBGROUP", "cpu": "CPU_DRIVER"}
 
 
 # ggml weight types: kernel suffix -> the WT define of quants.glsl (the ggml type id)
@@ -49,23 +55,23 @@ def _table() -> dict[str, Kernel]:
     k: dict[str, Kernel] = {}
     for suffix, wt in WEIGHT_TYPES.items():
         for nb in MM_BATCHES:
-            k[f"mm_{suffix}_{nb}"] = Kernel("matmul.comp", ("MM", f"NB={nb}", f"WT={wt}"), True)
-        k[f"mmid_{suffix}"] = Kernel("matmul.comp", ("MMID", f"WT={wt}"), True)
-        k[f"get_rows_{suffix}"] = Kernel("matmul.comp", ("GET_ROWS", f"WT={wt}"), False)
+            k[f"mm_{suffix}_{nb}"] = Kernel("matmul.comp", ("MM", f"NB={nb}", f"WT={wt}"), ("sg", "cpu"))
+        k[f"mmid_{suffix}"] = Kernel("matmul.comp", ("MMID", f"WT={wt}"), ("sg", "cpu"))
+        k[f"get_rows_{suffix}"] = Kernel("matmul.comp", ("GET_ROWS", f"WT={wt}"))
     for width in CONV_WIDTHS:
-        k[f"ssm_conv_{width}"] = Kernel("recurrent.comp", ("SSM_CONV", f"K={width}"), False)
+        k[f"ssm_conv_{width}"] = Kernel("recurrent.comp", ("SSM_CONV", f"K={width}"))
     for dim in DELTA_DIMS:
-        k[f"delta_net_{dim}"] = Kernel("recurrent.comp", ("DELTA_NET", f"S={dim}"), False)
-    k["norm_rows"] = Kernel("norm.comp", (), False)
-    k["binary"] = Kernel("elementwise.comp", ("BINARY",), False)
-    k["unary"] = Kernel("elementwise.comp", ("UNARY",), False)
-    k["swiglu"] = Kernel("elementwise.comp", ("SWIGLU",), False)
-    k["copy_rows"] = Kernel("copy.comp", (), False)
-    k["rope"] = Kernel("rope.comp", (), False)
-    k["kv_write"] = Kernel("attention.comp", ("KV_WRITE",), False)
-    k["attention"] = Kernel("attention.comp", ("ATTENTION",), True)
-    k["moe_route"] = Kernel("moe.comp", ("MOE_ROUTE",), False)
-    k["moe_combine"] = Kernel("moe.comp", ("MOE_COMBINE",), False)
+        k[f"delta_net_{dim}"] = Kernel("recurrent.comp", ("DELTA_NET", f"S={dim}"))
+    k["norm_rows"] = Kernel("norm.comp", ())
+    k["binary"] = Kernel("elementwise.comp", ("BINARY",))
+    k["unary"] = Kernel("elementwise.comp", ("UNARY",))
+    k["swiglu"] = Kernel("elementwise.comp", ("SWIGLU",))
+    k["copy_rows"] = Kernel("copy.comp", ())
+    k["rope"] = Kernel("rope.comp", ())
+    k["kv_write"] = Kernel("attention.comp", ("KV_WRITE",))
+    k["attention"] = Kernel("attention.comp", ("ATTENTION",), ("sg",))
+    k["moe_route"] = Kernel("moe.comp", ("MOE_ROUTE",))
+    k["moe_combine"] = Kernel("moe.comp", ("MOE_COMBINE",))
     return k
 
 
@@ -76,8 +82,13 @@ def kernel_names() -> list[str]:
     return list(KERNELS)
 
 
-def spirv_path(name: str, subgroup: bool = False) -> Path:
-    return SPIRV_DIR / f"{name}{'.sg' if subgroup else ''}.spv"
+def spirv_path(name: str, variant: str | None = None) -> Path:
+    return SPIRV_DIR / f"{name}{'.' + variant if variant else ''}.spv"
+
+
+def builds() -> list[tuple[str, str | None]]:
+    """Every (kernel, variant or None) that is compiled and shipped."""
+    return [(name, v) for name, k in KERNELS.items() for v in (None, *k.variants)]
 
 
 def source_files() -> list[Path]:
@@ -104,12 +115,12 @@ _DENORM_PRESERVE = (4464, 4459)  # (capability, execution mode)
 _INF_NAN_PRESERVE = (4466, 4461)
 
 
-def spirv_code(name: str, subgroup: bool = False, *, denorm_preserve: bool = True, inf_nan_preserve: bool = True) -> bytes:
+def spirv_code(name: str, variant: str | None = None, *, denorm_preserve: bool = True, inf_nan_preserve: bool = True) -> bytes:
     """A kernel's shipped SPIR-V for a device. Every kernel declares DenormPreserve 32 and
     SignedZeroInfNanPreserve 32 (IEEE float32 as CUDA computes it); pass False for a mode the
     device does not support (VkPhysicalDeviceVulkan12Properties.shaderDenormPreserveFloat32,
     .shaderSignedZeroInfNanPreserveFloat32) and the mode and its capability are taken out."""
-    code = spirv_path(name, subgroup).read_bytes()
+    code = spirv_path(name, variant).read_bytes()
     drop = ([] if denorm_preserve else [_DENORM_PRESERVE]) + ([] if inf_nan_preserve else [_INF_NAN_PRESERVE])
     return strip_modes(code, drop) if drop else code
 
@@ -161,42 +172,42 @@ def _glslc() -> str:
     return exe
 
 
-def _compile(exe: str, name: str, kernel: Kernel, subgroup: bool, out_dir: Path) -> tuple[str, bool, str]:
-    """Compile one build of a kernel into out_dir; returns (name, subgroup, problem or '')."""
-    out = out_dir / spirv_path(name, subgroup).name
-    defines = [f"-D{d}" for d in kernel.defines + (("SUBGROUP",) if subgroup else ())]
+def _compile(exe: str, name: str, variant: str | None, out_dir: Path) -> str:
+    """Compile one build of a kernel into out_dir; returns the problem, or ''."""
+    kernel = KERNELS[name]
+    out = out_dir / spirv_path(name, variant).name
+    defines = [f"-D{d}" for d in kernel.defines + ((VARIANT_DEFINES[variant],) if variant else ())]
     # Relative paths from the shader directory: nothing of this machine's layout reaches the output.
     cmd = [exe, *GLSLC_FLAGS, *defines, kernel.source, "-o", str(out)]
     proc = subprocess.run(cmd, cwd=SHADER_DIR, capture_output=True, text=True)
     if proc.returncode != 0 or proc.stderr.strip():
-        return name, subgroup, (proc.stderr.strip() or proc.stdout.strip() or f"glslc exited {proc.returncode}")
+        return proc.stderr.strip() or proc.stdout.strip() or f"glslc exited {proc.returncode}"
     bad = uncontracted_ops(out.read_bytes())
     if bad:
-        return name, subgroup, f"{len(bad)} float operations without NoContraction ({', '.join(bad[:4])}...)"
-    return name, subgroup, ""
+        return f"{len(bad)} float operations without NoContraction ({', '.join(bad[:4])}...)"
+    return ""
 
 
 def compile_all(out_dir: Path, jobs: int | None = None) -> dict:
-    """Every kernel (and subgroup build) into out_dir, and the manifest they make; raises
+    """Every kernel (and variant) into out_dir, and the manifest they make; raises
     SystemExit naming any kernel that fails to compile cleanly."""
     exe = _glslc()
     out_dir.mkdir(parents=True, exist_ok=True)
-    builds = [(name, k, sg) for name, k in KERNELS.items() for sg in ((False, True) if k.subgroup else (False,))]
+    todo = builds()
     with ThreadPoolExecutor(max_workers=jobs or min(os.cpu_count() or 1, 8)) as pool:
-        results = list(pool.map(lambda b: _compile(exe, b[0], b[1], b[2], out_dir), builds))
-    failed = [(n, sg, msg) for n, sg, msg in results if msg]
+        problems = list(pool.map(lambda b: _compile(exe, b[0], b[1], out_dir), todo))
+    failed = [(spirv_path(n, v).stem, msg) for (n, v), msg in zip(todo, problems) if msg]
     if failed:
-        for n, sg, msg in failed:
-            print(f"--- {n}{'.sg' if sg else ''}:\n{msg}", file=sys.stderr)
-        raise SystemExit(f"{len(failed)} Vulkan kernels failed to build: {', '.join(n + ('.sg' if sg else '') for n, sg, _ in failed)}.")
-    kernels = {}
-    for name, k in KERNELS.items():
-        entry = {"source": k.source, "defines": list(k.defines),
-                 "spv_sha256": hashlib.sha256((out_dir / spirv_path(name).name).read_bytes()).hexdigest(),
-                 "subgroup_variant": k.subgroup}
-        if k.subgroup:
-            entry["sg_spv_sha256"] = hashlib.sha256((out_dir / spirv_path(name, True).name).read_bytes()).hexdigest()
-        kernels[name] = entry
+        for stem, msg in failed:
+            print(f"--- {stem}:\n{msg}", file=sys.stderr)
+        raise SystemExit(f"{len(failed)} Vulkan kernels failed to build: {', '.join(stem for stem, _ in failed)}.")
+
+    def digest(name: str, variant: str | None = None) -> str:
+        return hashlib.sha256((out_dir / spirv_path(name, variant).name).read_bytes()).hexdigest()
+
+    kernels = {name: {"source": k.source, "defines": list(k.defines), "spv_sha256": digest(name),
+                      "variants": {v: digest(name, v) for v in k.variants}}
+               for name, k in KERNELS.items()}
     return {"source_sha256": source_hash(), "glslc_flags": list(GLSLC_FLAGS), "kernels": kernels}
 
 
@@ -208,7 +219,7 @@ def build() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = compile_all(Path(tmp))
         SPIRV_DIR.mkdir(exist_ok=True)
-        wanted = {spirv_path(n, sg).name for n, k in KERNELS.items() for sg in ((False, True) if k.subgroup else (False,))}
+        wanted = {spirv_path(n, v).name for n, v in builds()}
         for old in SPIRV_DIR.glob("*.spv"):
             if old.name not in wanted:
                 old.unlink()
@@ -227,13 +238,12 @@ def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = compile_all(Path(tmp))
         stale = []
-        for name, k in KERNELS.items():
-            for sg in (False, True) if k.subgroup else (False,):
-                fname = spirv_path(name, sg).name
-                shipped = SPIRV_DIR / fname
-                if not shipped.exists() or shipped.read_bytes() != (Path(tmp) / fname).read_bytes():
-                    stale.append(fname[: -len(".spv")])
-        wanted = {spirv_path(n, sg).name for n, k in KERNELS.items() for sg in ((False, True) if k.subgroup else (False,))}
+        for name, variant in builds():
+            fname = spirv_path(name, variant).name
+            shipped = SPIRV_DIR / fname
+            if not shipped.exists() or shipped.read_bytes() != (Path(tmp) / fname).read_bytes():
+                stale.append(fname[: -len(".spv")])
+        wanted = {spirv_path(n, v).name for n, v in builds()}
         extra = sorted(p.name for p in SPIRV_DIR.glob("*.spv") if p.name not in wanted)
     problems = []
     if stale:

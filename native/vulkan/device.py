@@ -196,6 +196,9 @@ class VulkanDevice:
         self.physical = phys
         self.name = phys.description
         self.on_cpu_driver = phys.type == _CPU_TYPE  # e.g. Mesa's lavapipe
+        # Weight rows per matrix-product workgroup of 128 invocations (native/gpu.py): one per
+        # 32-lane warp, or one per invocation in the CPU-driver build of the kernels.
+        self.mm_rows = self.mmid_rows = 128 if self.on_cpu_driver else 4
         self.limits = phys.props.limits
         self.subgroup_size = phys.subgroup.subgroupSize
         # The butterfly kernels' subgroup variants need 32-lane shuffles in compute shaders.
@@ -348,33 +351,35 @@ class VulkanDevice:
         self.lib.vkCmdPipelineBarrier(cb, src_stage, dst_stage, 0, 1, byref(mb), 0, None, 0, None)
 
     # -- pipelines
-    def _module(self, kernel: str, subgroup: bool) -> c_uint64:
-        key = f"{kernel}.sg" if subgroup else kernel
+    def _module(self, kernel: str, variant: str | None) -> c_uint64:
+        key = spirv_path(kernel, variant).stem
         mod = self._modules.get(key)
         if mod is None:
-            if not spirv_path(kernel, subgroup).exists():
-                raise MtprunError(f"the Vulkan kernel {key} is missing from the package ({spirv_path(kernel, subgroup)}).")
-            code = spirv_code(kernel, subgroup, **self._float_modes)
+            if not spirv_path(kernel, variant).exists():
+                raise MtprunError(f"the Vulkan kernel {key} is missing from the package ({spirv_path(kernel, variant)}).")
+            code = spirv_code(kernel, variant, **self._float_modes)
             buf = ctypes.create_string_buffer(code, len(code))
             info = vk.ShaderModuleCreateInfo(vk.ST_SHADER_MODULE_CREATE_INFO, None, 0, len(code), ctypes.addressof(buf))
             mod = self._modules[key] = c_uint64()
             vk.check(self.lib.vkCreateShaderModule(self.handle, byref(info), None, byref(mod)), f"vkCreateShaderModule({key})")
         return mod
 
-    def uses_subgroup_variant(self, kernel: str) -> bool:
-        """Whether a kernel runs from its subgroup variant here (where it has one and the device allows)."""
-        return bool(self.use_subgroups and spirv_path(kernel, True).exists())
+    def variant(self, kernel: str) -> str | None:
+        """The build of a kernel that runs here: the CPU-driver one on such a driver, the subgroup
+        one where the device allows, else (None) the portable one; each where the kernel has it."""
+        wanted = "cpu" if self.on_cpu_driver else "sg" if self.use_subgroups else None
+        return wanted if wanted and spirv_path(kernel, wanted).exists() else None
 
     def pipeline(self, kernel: str, block: int, shared: int) -> c_uint64:
         key = (kernel, block, shared)
         pipe = self._pipelines.get(key)
         if pipe is None:
-            subgroup = self.uses_subgroup_variant(kernel)
-            module = self._module(kernel, subgroup)
+            variant = self.variant(kernel)
+            module = self._module(kernel, variant)
             consts = (c_uint32 * 2)(block, max(shared // 4, 1))
             entries = (vk.SpecializationMapEntry * 2)(vk.SpecializationMapEntry(0, 0, 4), vk.SpecializationMapEntry(1, 4, 4))
             spec = vk.SpecializationInfo(2, ctypes.addressof(entries), 8, ctypes.addressof(consts))
-            flags = vk.SHADER_STAGE_REQUIRE_FULL_SUBGROUPS if subgroup else 0  # warps of 32 inside one subgroup
+            flags = vk.SHADER_STAGE_REQUIRE_FULL_SUBGROUPS if variant == "sg" else 0  # warps of 32 inside one subgroup
             stage = vk.PipelineShaderStageCreateInfo(vk.ST_PIPELINE_SHADER_STAGE_CREATE_INFO, None, flags, vk.SHADER_STAGE_COMPUTE,
                                                      module.value, b"main", ctypes.addressof(spec))
             info = vk.ComputePipelineCreateInfo(vk.ST_COMPUTE_PIPELINE_CREATE_INFO, None, vk.PIPELINE_CREATE_DISPATCH_BASE,

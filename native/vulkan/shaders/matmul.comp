@@ -2,12 +2,19 @@
 #extension GL_GOOGLE_include_directive : require
 // matmul.cu: y = x W^T with W in its ggml blocks (mm_<t>_<NB>), the expert rows of the routed
 // experts (mmid_<t>), and rows of W picked by ids (get_rows_<t>). Defines: WT (weight type, see
-// quants.glsl), one of MM (with NB = 1, 2, 4, 8), MMID, GET_ROWS; SUBGROUP for the .sg build.
+// quants.glsl), one of MM (with NB = 1, 2, 4, 8), MMID, GET_ROWS; SUBGROUP for the .sg build,
+// CPU_DRIVER for the .cpu build.
 //
 // mm / mmid: one logical warp of 32 lanes per weight row, reading it once for up to NB rows of x.
 // A row's sum runs in a fixed order (lane l takes 32-value units l, l+32, ...; fma chain;
 // butterfly) whatever NB and the batch are: bit-identical rows for every batch size.
 // Launch (as CUDA): 128 threads (4 warps), grid (ceil(m / 4), ceil(n / NB)) or (ceil(m / 4), pairs).
+//
+// The .cpu build, for CPU drivers (Mesa's lavapipe): one invocation per weight row, the whole row
+// in one fma chain in k order, grid (ceil(m / 128), ...). There a workgroup's invocations run as
+// SIMD lanes and a barrier splits the shader in two, so the warp build leaves most lanes idle on
+// short rows and pays a barrier per row. Its own summation order, the same for every NB: batch-
+// invariant on such a device, not bit-equal to the warp build.
 // Quantized weights: x is read in 16-byte vectors, so it must be 16-byte aligned (as in CUDA).
 
 #include "common.glsl"
@@ -40,14 +47,24 @@ layout(push_constant, std430) uniform PC {
 } pc;
 #endif
 
+#ifdef CPU_DRIVER
+#define LANES 1  // invocations per weight row
+#else
+#define LANES 32
 #ifndef SUBGROUP
 shared float wred[NB * gl_WorkGroupSize.x];
 #endif
 #include "warp.glsl"
+#endif
 
 void main() {
+#ifdef CPU_DRIVER
+    const uint lane = 0u;
+    const int j = int(gl_WorkGroupID.x * WGS + gl_LocalInvocationID.x);
+#else
     const uint tid = thread_id(), lane = tid & 31u, warp = tid >> 5;
     const int j = int(gl_WorkGroupID.x * (WGS >> 5) + warp);
+#endif
     const int k = pc.k, m = pc.m;
     const bool live = j < m;
 #ifdef MMID
@@ -69,13 +86,13 @@ void main() {
     [[unroll]] for (int r = 0; r < NB; r++) acc[r] = 0.0;
     if (live) {
 #if WT_IS_FLOAT
-        for (int e = int(lane); e < k; e += 32) {
+        for (int e = int(lane); e < k; e += LANES) {
             const float w = deq1(wrow, uint(e));
             [[unroll]] for (int r = 0; r < NB; r++)
                 if (r < nr) acc[r] = fma(w, xr[r].v[e], acc[r]);
         }
 #else
-        for (int sb = int(lane); sb < (k >> 5); sb += 32) {
+        for (int sb = int(lane); sb < (k >> 5); sb += LANES) {
             float w[32];
             deq32(wrow, uint(sb), w);
             [[unroll]] for (int r = 0; r < NB; r++) {
@@ -95,7 +112,12 @@ void main() {
         }
 #endif
     }
-#ifdef SUBGROUP
+#if defined(CPU_DRIVER)
+    if (live) {
+        [[unroll]] for (int r = 0; r < NB; r++)
+            if (r < nr) f32_at(pc.y, int64_t(r0 + r) * m + j).v[0] = acc[r];
+    }
+#elif defined(SUBGROUP)
     [[unroll]] for (int r = 0; r < NB; r++) acc[r] = warp_sum(acc[r]);
     if (live && lane == 0u) {
         [[unroll]] for (int r = 0; r < NB; r++)
