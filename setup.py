@@ -24,7 +24,7 @@ setup(
         Extension(
             "mtprun.native._mtprun_cpu",
             sources=sorted(glob("native/cpu/*.c")),
-            depends=["native/cpu/mtp.h"],
+            depends=sorted(glob("native/cpu/*.h")),
             include_dirs=["native/cpu"],
             extra_compile_args=CFLAGS,
             libraries=["m", "pthread"],

@@ -11,7 +11,7 @@
 #include "mtp.h"
 
 #if defined(MTP_X86)
-#include <immintrin.h>
+#include "q6k_x86.h"
 #include <string.h>
 
 MTP_AVX2 static inline float half_at(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }
@@ -208,11 +208,7 @@ MTP_AVX2 __attribute__((always_inline)) static inline void q6_k_rows(const void 
         for (int h = 0; h < 2; h++) {
             __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
             for (int g = 0; g < 4; g++, x += 32) {
-                __m256i ql = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (g % 2)));
-                __m256i lo = _mm256_and_si256(g / 2 ? _mm256_srli_epi16(ql, 4) : ql, nib);
-                /* bits 2g, 2g + 1 of qh moved straight to bits 4, 5 */
-                __m256i hi = g < 2 ? _mm256_slli_epi16(qh, 4 - 2 * g) : g == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, top)), off);
+                __m256i q = q6_k_group(b, h, g, qh, nib, top, off);
                 /* the same scales either way; measured, one or two tokens go faster from memory */
                 __m256 d0 = nt <= 2 ? _mm256_broadcast_ss(sf + 8 * h + 2 * g) : lane(sv[h], 2 * g);
                 __m256 d1 = nt <= 2 ? _mm256_broadcast_ss(sf + 8 * h + 2 * g + 1) : lane(sv[h], 2 * g + 1), wv[4];

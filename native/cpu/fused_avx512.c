@@ -6,7 +6,7 @@
 #include "mtp.h"
 
 #if defined(MTP_X86)
-#include <immintrin.h>
+#include "q6k_x86.h"
 
 #define MTP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
@@ -42,10 +42,7 @@ MTP_AVX512 __attribute__((always_inline)) static inline void q6_k_rows16(const u
         for (int h = 0; h < 2; h++) {
             __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
             for (int g = 0; g < 4; g++, x += 32) {
-                __m256i ql = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (g % 2)));
-                __m256i lo = _mm256_and_si256(g / 2 ? _mm256_srli_epi16(ql, 4) : ql, nib);
-                __m256i hi = g < 2 ? _mm256_slli_epi16(qh, 4 - 2 * g) : g == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, top)), off);
+                __m256i q = q6_k_group(b, h, g, qh, nib, top, off);
                 __m512 w[2] = {
                     _mm512_mul_ps(_mm512_set1_ps(sf[8 * h + 2 * g]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)))),
                     _mm512_mul_ps(_mm512_set1_ps(sf[8 * h + 2 * g + 1]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))))};
