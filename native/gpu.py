@@ -331,8 +331,8 @@ class GpuBackend:
     # -- ops (one _emit_ per runner.graph op that launches kernels)
     def _rows_per_workgroup(self, kernel: str) -> int:
         """Weight rows per workgroup of an mm / mmid kernel: one per warp, unless the device's
-        build of the kernel says otherwise (its `mm_rows` / `mmid_rows`)."""
-        return getattr(self._dev, f"{kernel}_rows", _MM_WARPS)
+        build of the kernel says otherwise (its `mm_rows` / `mmid_rows`, unset or None: one per warp)."""
+        return getattr(self._dev, f"{kernel}_rows", None) or _MM_WARPS
 
     def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
@@ -453,7 +453,7 @@ class GpuBackend:
             raise MtprunError(f"graph {c.graph.name}: attention with head size {d} and {n_head}/{n_kv} heads is not supported.")
         kv = self._emit_kv_write(c, nd, None, args[1:], shapes[1:])
         n_ctx = kv.spec.shape[0]
-        q, k, v, pos = args
+        q, pos = args[0], args[3]
         self._launch(c, "attention", (n * n_head, 1), 128,
                      [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), c_float(nd.attrs["scale"]), _i(n_ctx)])
 

@@ -76,7 +76,6 @@ def decode(
         cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
         depth = policy.choose(max(cap, 0)) if use_mtp else 0
         drafts: list[int] = []
-        t_draft = time.perf_counter()
         if depth > 0:
             rows = mtp_rows + [(last, pending_h)]
             if len(rows) > FULL_CATCH_UP:  # after plain steps: their cache entries only (_catch_up)
@@ -92,7 +91,7 @@ def decode(
                 logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
         elif use_mtp:
             mtp_rows.append((last, pending_h))
-        timer.add("draft", t_draft)
+        timer.add("draft", t_step)
 
         t_verify_start = time.perf_counter()
         batch = [last] + drafts

@@ -197,8 +197,8 @@ class VulkanDevice:
         self.name = phys.description
         self.on_cpu_driver = phys.type == _CPU_TYPE  # e.g. Mesa's lavapipe
         # Weight rows per matrix-product workgroup of 128 invocations (native/gpu.py): one per
-        # 32-lane warp, or one per invocation in the CPU-driver build of the kernels.
-        self.mm_rows = self.mmid_rows = 128 if self.on_cpu_driver else 4
+        # invocation in the CPU-driver build of the kernels, else (None) one per 32-lane warp.
+        self.mm_rows = self.mmid_rows = 128 if self.on_cpu_driver else None
         self.limits = phys.props.limits
         self.subgroup_size = phys.subgroup.subgroupSize
         # The butterfly kernels' subgroup variants need 32-lane shuffles in compute shaders.
