@@ -1,10 +1,7 @@
 """`mtprun bench`: prefill and decode speed, MTP acceptance, and where the time goes, per draft depth.
 
 The measurement returns plain data (one JSON-able dict); `bench_report` formats it as tables. With
-`--compare-llama` the same file runs in llama.cpp (llama-cpp-python) in the same process, on the
-same token ids and thread count. That binding has no draft-mtp decoding (its `Llama` drafts only
-through a `LlamaDraftModel` such as prompt lookup; MTP exists there only as unstable low-level
-hooks), so llama.cpp is measured decoding plainly, one token per step, and prefilling without MTP.
+`--compare-llama` the same file runs in llama.cpp too, in the same run (see `bench_llama`).
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ class BenchConfig:
     repetitions: int
     prompts: tuple[BenchPrompt, ...]
     compare_llama: bool
+    llama_mtp: str | None  # llama.cpp's llama-speculative-simple, to measure its draft-mtp decoding too
     n_ctx: int | None
 
 
@@ -112,6 +110,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions of every timing: prefill, costs, and each prompt's decode at each depth (the fastest is kept)")
     p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
     p.add_argument("--compare-llama", action="store_true", help="also run llama.cpp (llama-cpp-python) on the same file")
+    p.add_argument("--llama-mtp", default=None, metavar="PROGRAM",
+                   help="with --compare-llama: llama.cpp's llama-speculative-simple program, to also measure "
+                        "llama.cpp's draft-mtp decoding at the same depths")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
@@ -146,6 +147,8 @@ def parse_depths(text: str) -> tuple[tuple[int, ...], bool]:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    if args.llama_mtp and not args.compare_llama:
+        raise MtprunError("--llama-mtp measures llama.cpp beside ours: give --compare-llama too.")
     for flag, value in (("-p/--n-prompt", args.n_prompt), ("-n/--n-gen", args.n_gen),
                         ("-r/--repetitions", args.repetitions), ("-t/--threads", args.threads)):
         if value < 1:
@@ -154,7 +157,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         model=args.model, mtp_model=args.mtp_model, backend=args.backend, threads=args.threads,
         **dict(zip(("depths", "auto"), parse_depths(args.spec_draft_n_max))), n_prompt=args.n_prompt, n_gen=args.n_gen,
         repetitions=args.repetitions, prompts=tuple(load_prompts(args.prompts)),
-        compare_llama=args.compare_llama, n_ctx=args.ctx_size,
+        compare_llama=args.compare_llama, llama_mtp=args.llama_mtp, n_ctx=args.ctx_size,
     )
 
 
@@ -198,7 +201,9 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     from mtprun.runner.api import load
 
     if config.compare_llama:
-        import_llama_cpp()  # fail before the long part, not after it
+        from mtprun.runner import bench_llama
+
+        bench_llama.import_llama_cpp()  # fail before the long part, not after it
     load_kwargs, threads_note = _thread_kwargs(load, config.threads)
     progress.update("loading the model", force=True)
     # tokenize first (GGUF metadata only), to size the context to what the run needs
@@ -249,10 +254,12 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         "llama_cpp": None,
     }
     if config.compare_llama:
-        n_ctx = model.n_ctx
+        n_ctx, gpu = model.n_ctx, model.backend_name not in ("cpu", "numpy")
         del model  # our weights and caches are released before llama.cpp maps the file
-        llama = measure_llama(config, n_ctx, prefill_ids, prompt_ids, eog, progress)
-        _add_ratios(result, llama)
+        llama = bench_llama.measure_llama(config, n_ctx, prefill_ids, prompt_ids, eog, progress, gpu)
+        if config.llama_mtp and depths != (0,):
+            llama["mtp"] = bench_llama.measure_llama_mtp(config, config.llama_mtp, n_ctx, gpu, progress)
+        bench_llama.add_ratios(result, llama)
         result["llama_cpp"] = llama
         result["peak_rss_mib_with_llama_cpp"] = peak_rss_mib()
     return result
@@ -471,77 +478,3 @@ def peak_rss_mib() -> float | None:
         return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-# -- llama.cpp, the baseline
-
-def import_llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise MtprunError(f"--compare-llama needs llama-cpp-python (pip install 'mtprun[oracle]'): {exc}.") from None
-    return llama_cpp
-
-
-def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
-                  eog: frozenset[int], progress: Progress) -> dict:
-    """llama.cpp's plain prefill and one-token-per-step greedy decode on the same ids, file and threads."""
-    llama_cpp = import_llama_cpp()
-    progress.update("loading the model in llama.cpp", force=True)
-    llm = llama_cpp.Llama(config.model, n_ctx=n_ctx, n_batch=PREFILL_BATCH, n_ubatch=PREFILL_BATCH,
-                          n_threads=config.threads, n_threads_batch=config.threads, verbose=False)
-    try:
-        n_vocab = llm.n_vocab()
-
-        def last_logits() -> np.ndarray:
-            return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
-
-        times = []
-        for r in range(config.repetitions + 1):
-            progress.update(f"llama.cpp prefill {len(prefill_ids)} tokens, run {r + 1}/{config.repetitions + 1}", force=True)
-            llm.reset()
-            times.append(_timed(llm.eval, prefill_ids))
-        prefill_s = _best(times)
-
-        generated, decode_s = 0, 0.0
-        for i, ids in enumerate(prompt_ids):
-            runs = []  # (seconds, tokens): the fastest of the repetitions is kept, as for ours
-            for r in range(config.repetitions):
-                llm.reset()
-                if len(ids) > 1:
-                    llm.eval(ids[:-1])
-                last, n = ids[-1], 0
-                t0 = time.perf_counter()
-                for j in range(config.n_gen):  # as our decode loop: each step evaluates the last token, picks the next
-                    llm.eval([last])
-                    last = int(np.argmax(last_logits()))
-                    n += 1
-                    progress.update(f"llama.cpp decode prompt {i + 1}/{len(prompt_ids)}, run {r + 1}/{config.repetitions}: "
-                                    f"{j + 1}/{config.n_gen} tokens")
-                    if last in eog:
-                        break
-                runs.append((time.perf_counter() - t0, n))
-            seconds, n = min(runs)
-            decode_s += seconds
-            generated += n
-    finally:
-        llm.close()
-    return {
-        "version": llama_cpp.__version__,
-        "mode": "plain prefill and decode: llama-cpp-python offers no draft-mtp decoding",
-        "threads": config.threads,
-        "prefill_tokens_per_s": len(prefill_ids) / prefill_s,
-        "decode_tokens_per_s": generated / decode_s,
-        "tokens": generated,
-    }
-
-
-def _add_ratios(ours: dict, llama: dict) -> None:
-    """ours / llama.cpp, beside each of our figures; llama.cpp's is always its plain (no MTP) one."""
-    pre = ours["prefill"]
-    pre["vs_llama_cpp"] = {
-        "mtp_off": pre["mtp_off_tokens_per_s"] / llama["prefill_tokens_per_s"],
-        "mtp_on": pre["mtp_on_tokens_per_s"] / llama["prefill_tokens_per_s"] if pre["mtp_on_tokens_per_s"] else None,
-    }
-    for row in ours["depths"]:
-        row["vs_llama_cpp"] = row["decode_tokens_per_s"] / llama["decode_tokens_per_s"]

@@ -45,6 +45,8 @@ def format_report(r: dict) -> str:
         "",
         _depth_table(r["depths"], llama is not None),
     ]
+    if llama and llama["mtp"]:
+        out += ["", _llama_mtp_table(llama, r["depths"])]
     if len(r["depths"]) > 1 and len(kinds) > 1:
         out += ["", _kind_table(r["depths"], kinds)]
     if not r["has_mtp"]:
@@ -64,8 +66,11 @@ def format_report(r: dict) -> str:
     out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3).",
             *textwrap.wrap(r["ideal_formula"] + ".", 100)]
     if llama:
-        out += textwrap.wrap(f"llama.cpp: llama-cpp-python {llama['version']}, same file, token ids and threads; "
-                             f"{llama['mode']}, so every ratio is ours / llama.cpp without MTP.", 100)
+        where = "every layer on the GPU" if llama["gpu_offload"] else "on the CPU"
+        out += textwrap.wrap(f"llama.cpp: llama-cpp-python {llama['version']}, same file, token ids and threads, {where}; "
+                             f"{llama['mode']}; 'vs llama.cpp' is ours / its plain decode (no MTP)"
+                             + ("; its draft-mtp decode ran in llama-speculative-simple, one process per prompt and depth, "
+                                "timed by itself, greedy, on the prompts' text." if llama["mtp"] else "."), 100)
     return "\n".join(out)
 
 
@@ -94,6 +99,16 @@ def _depth_table(depths: list[dict], with_llama: bool) -> str:
             " ".join(_pct(a) for a in d["accepted_per_position"]) or "-", _num(d["verify_decode_ratio"], ".2f"),
             *(_pct(secs[k] / total) for k in ("prefill", "draft", "verify", "rollback")),
         ] + ([_num(d.get("vs_llama_cpp"), ".2f")] if with_llama else []))
+    return table(header, rows)
+
+
+def _llama_mtp_table(llama: dict, ours: list[dict]) -> str:
+    """llama.cpp's draft-mtp decode per depth, beside its plain decode and ours at the same depth."""
+    header = ["llama.cpp draft-mtp", "decode tok/s", "vs its plain", "accept", "ours / it"]
+    by_depth = {d["depth"]: d for d in ours}
+    rows = [[f"depth {m['depth']}", _num(m["decode_tokens_per_s"]), _times(m["speedup_over_plain"]),
+             _pct(m["acceptance_rate"]), _num(by_depth[m["depth"]].get("vs_llama_cpp_mtp"), ".2f")] for m in llama["mtp"]]
+    rows.append(["plain (llama-cpp-python)", _num(llama["decode_tokens_per_s"]), "1.00x", "-", _num(by_depth[0].get("vs_llama_cpp"), ".2f")])
     return table(header, rows)
 
 

@@ -106,7 +106,60 @@ def test_compare_llama(capsys, tmp_path):
     r = _run_json(capsys, "-p", "8", "-n", "4", "--spec-draft-n-max", "1", "-r", "1", "-t", "1",
                   "--prompts", str(prompts), "--compare-llama")
     llama = r["llama_cpp"]
-    assert llama["prefill_tokens_per_s"] > 0 and llama["decode_tokens_per_s"] > 0 and "draft-mtp" in llama["mode"]
+    assert llama["prefill_tokens_per_s"] > 0 and llama["decode_tokens_per_s"] > 0
+    assert llama["mtp"] is None and llama["gpu_offload"] is False
     assert r["prefill"]["vs_llama_cpp"]["mtp_off"] > 0 and r["prefill"]["vs_llama_cpp"]["mtp_on"] > 0
     assert all(d["vs_llama_cpp"] > 0 for d in r["depths"])
     assert r["peak_rss_mib_with_llama_cpp"] >= r["peak_rss_mib"]
+
+
+FAKE_SPECULATIVE_SIMPLE = """#!/bin/sh
+# stands in for llama.cpp's llama-speculative-simple: its closing lines, 10 tokens in 0.5 s at depth 1, 0.25 s deeper
+depth=0; prev=""
+for a in "$@"; do [ "$prev" = "--spec-draft-n-max" ] && depth=$a; prev=$a; done
+echo "$@" >> "$(dirname "$0")/calls"
+[ "$depth" = 1 ] && s=0.500 || s=0.250
+echo "decoded   10 tokens in    $s seconds, speed:   20.000 t/s" >&2
+echo "n_drafted = 8" >&2
+echo "n_accept  = 6" >&2
+"""
+
+
+@needs_fixtures
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_llama_mtp_program(capsys, tmp_path):
+    """--llama-mtp runs the program once per depth, prompt and repetition, and reads its own timer."""
+    program = tmp_path / "llama-speculative-simple"
+    program.write_text(FAKE_SPECULATIVE_SIMPLE)
+    program.chmod(0o755)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("def add(a, b):\n---\nThe river")
+    r = _run_json(capsys, "-p", "8", "-n", "4", "--spec-draft-n-max", "1,2,auto", "-r", "2", "-t", "1",
+                  "--prompts", str(prompts), "--compare-llama", "--llama-mtp", str(program))
+    mtp = r["llama_cpp"]["mtp"]
+    assert [m["depth"] for m in mtp] == [1, 2]
+    assert mtp[0]["decode_tokens_per_s"] == pytest.approx(20.0) and mtp[1]["decode_tokens_per_s"] == pytest.approx(40.0)
+    assert all(m["tokens"] == 20 and m["acceptance_rate"] == pytest.approx(0.75) for m in mtp)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 2 * 2 * 2  # depths x prompts x repetitions
+    assert all("--spec-type draft-mtp" in c and "-n 4" in c and "-ngl 0" in c for c in calls)
+    depth1 = next(d for d in r["depths"] if d["depth"] == 1)
+    assert depth1["vs_llama_cpp_mtp"] == pytest.approx(depth1["decode_tokens_per_s"] / 20.0)
+    assert mtp[0]["speedup_over_plain"] == pytest.approx(20.0 / r["llama_cpp"]["decode_tokens_per_s"])
+
+
+@needs_fixtures
+def test_llama_mtp_errors(tmp_path):
+    with pytest.raises(MtprunError, match="give --compare-llama too"):
+        bench.config_from_args(_args("m.gguf", "--llama-mtp", "x"))
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'error: unknown argument: --spec-type' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    config = bench.config_from_args(_args(str(model_file("tinycoder", "q8_0")), "--spec-draft-n-max", "1",
+                                          "--compare-llama", "--llama-mtp", str(broken), "-r", "1"))
+    from mtprun.runner import bench_llama
+
+    with pytest.raises(MtprunError, match="failed at depth 1 .*exit 1.*unknown argument"):
+        bench_llama.measure_llama_mtp(config, str(broken), 64, False, bench.Progress(False))
+    with pytest.raises(MtprunError, match="no program at"):
+        bench_llama.measure_llama_mtp(config, str(tmp_path / "missing"), 64, False, bench.Progress(False))

@@ -1,0 +1,154 @@
+"""llama.cpp, the baseline of `mtprun bench --compare-llama`, measured on the same file in the same run.
+
+Plain decoding and prefill run in this process through llama-cpp-python, on our token ids and thread
+count, one token per step. That binding has no draft-mtp decoding (its `Llama` drafts only through a
+`LlamaDraftModel` such as prompt lookup), so llama.cpp's MTP is measured, when `--llama-mtp` names
+it, by llama.cpp's own `llama-speculative-simple` program (`--spec-type draft-mtp`), built from the
+source llama-cpp-python vendors: one process per prompt, depth and repetition, its own timer.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import numpy as np
+
+from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, _best, _timed
+from mtprun.runner.errors import MtprunError
+
+# speculative-simple's closing lines: "decoded  129 tokens in    0.081 seconds, ...", "n_drafted = 96", "n_accept  = 70"
+_DECODED = re.compile(r"decoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
+_COUNTER = re.compile(r"^\s*n_(drafted|accept)\s*=\s*(\d+)", re.MULTILINE)
+MTP_RUN_TIMEOUT_S = 600
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MtprunError(f"--compare-llama needs llama-cpp-python (pip install 'mtprun[oracle]'): {exc}.") from None
+    return llama_cpp
+
+
+def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
+                  eog: frozenset[int], progress: Progress, gpu: bool) -> dict:
+    """llama.cpp's plain prefill and one-token-per-step greedy decode on the same ids, file and threads
+    (every layer offloaded when ours ran on a GPU; the GPU llama.cpp uses is the one it was built for)."""
+    llama_cpp = import_llama_cpp()
+    progress.update("loading the model in llama.cpp", force=True)
+    llm = llama_cpp.Llama(config.model, n_ctx=n_ctx, n_batch=PREFILL_BATCH, n_ubatch=PREFILL_BATCH,
+                          n_threads=config.threads, n_threads_batch=config.threads,
+                          n_gpu_layers=-1 if gpu else 0, verbose=False)
+    try:
+        n_vocab = llm.n_vocab()
+
+        def last_logits() -> np.ndarray:
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+
+        times = []
+        for r in range(config.repetitions + 1):
+            progress.update(f"llama.cpp prefill {len(prefill_ids)} tokens, run {r + 1}/{config.repetitions + 1}", force=True)
+            llm.reset()
+            times.append(_timed(llm.eval, prefill_ids))
+        prefill_s = _best(times)
+
+        generated, decode_s = 0, 0.0
+        for i, ids in enumerate(prompt_ids):
+            runs = []  # (seconds, tokens): the fastest of the repetitions is kept, as for ours
+            for r in range(config.repetitions):
+                llm.reset()
+                if len(ids) > 1:
+                    llm.eval(ids[:-1])
+                last, n = ids[-1], 0
+                t0 = time.perf_counter()
+                for j in range(config.n_gen):  # as our decode loop: each step evaluates the last token, picks the next
+                    llm.eval([last])
+                    last = int(np.argmax(last_logits()))
+                    n += 1
+                    progress.update(f"llama.cpp decode prompt {i + 1}/{len(prompt_ids)}, run {r + 1}/{config.repetitions}: "
+                                    f"{j + 1}/{config.n_gen} tokens")
+                    if last in eog:
+                        break
+                runs.append((time.perf_counter() - t0, n))
+            seconds, n = min(runs)
+            decode_s += seconds
+            generated += n
+    finally:
+        llm.close()
+    return {
+        "version": llama_cpp.__version__,
+        "mode": "plain prefill and decode through llama-cpp-python",
+        "threads": config.threads,
+        "gpu_offload": gpu,
+        "prefill_tokens_per_s": len(prefill_ids) / prefill_s,
+        "decode_tokens_per_s": generated / decode_s,
+        "tokens": generated,
+        "mtp": None,
+    }
+
+
+def measure_llama_mtp(config: BenchConfig, program: str, n_ctx: int, gpu: bool, progress: Progress) -> list[dict]:
+    """llama.cpp's draft-mtp decoding at each of our fixed depths >= 1: greedy, n_gen tokens per prompt,
+    the fastest of the repetitions per prompt, tokens/s over all prompts, and its acceptance."""
+    rows = []
+    for depth in (d for d in config.depths if d > 0):
+        tokens, seconds, drafted, accepted = 0, 0.0, 0, 0
+        for i, prompt in enumerate(config.prompts):
+            runs = []
+            for r in range(config.repetitions):
+                progress.update(f"llama.cpp draft-mtp depth {depth}, prompt {i + 1}/{len(config.prompts)}, "
+                                f"run {r + 1}/{config.repetitions}", force=True)
+                runs.append(_speculative_simple(program, config, prompt, depth, n_ctx, gpu))
+            best = min(runs, key=lambda run: run["seconds"] / run["tokens"])
+            tokens += best["tokens"]
+            seconds += best["seconds"]
+            drafted += best["drafted"]
+            accepted += best["accepted"]
+        rows.append({"depth": depth, "decode_tokens_per_s": tokens / seconds, "tokens": tokens,
+                     "acceptance_rate": accepted / drafted if drafted else None})
+    return rows
+
+
+def _speculative_simple(program: str, config: BenchConfig, prompt: BenchPrompt, depth: int, n_ctx: int,
+                        gpu: bool) -> dict:
+    """One run of llama-speculative-simple; its own decode timer (prompt encoding excluded)."""
+    argv = [program, "-m", config.model, "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth),
+            "-p", prompt.text, "-n", str(config.n_gen), "-c", str(n_ctx), "-b", str(PREFILL_BATCH),
+            "--temp", "0", "--top-k", "1", "--seed", "1", "-t", str(config.threads), "-tb", str(config.threads),
+            "-ngl", "999" if gpu else "0"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=MTP_RUN_TIMEOUT_S)
+    except FileNotFoundError:
+        raise MtprunError(f"--llama-mtp: no program at {program} (give the path of llama.cpp's llama-speculative-simple).") from None
+    except (PermissionError, OSError) as exc:
+        raise MtprunError(f"--llama-mtp: cannot run {program} ({exc.strerror or exc}).") from None
+    except subprocess.TimeoutExpired:
+        raise MtprunError(f"--llama-mtp: {program} ran past {MTP_RUN_TIMEOUT_S} s on prompt {prompt.name!r}.") from None
+    output = done.stdout + done.stderr
+    decoded = _DECODED.search(output)
+    counters = dict((name, int(n)) for name, n in _COUNTER.findall(output))
+    if done.returncode != 0 or not decoded or set(counters) != {"drafted", "accept"} or int(decoded[1]) == 0:
+        last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
+        raise MtprunError(f"--llama-mtp: {program} failed at depth {depth} on prompt {prompt.name!r} "
+                          f"(exit {done.returncode}): {last.strip()}")
+    return {"tokens": int(decoded[1]), "seconds": float(decoded[2]),
+            "drafted": counters["drafted"], "accepted": counters["accept"]}
+
+
+def add_ratios(ours: dict, llama: dict) -> None:
+    """ours / llama.cpp beside each of our figures: against its plain decode, and against its draft-mtp
+    decode at the same depth where that was measured."""
+    pre = ours["prefill"]
+    pre["vs_llama_cpp"] = {
+        "mtp_off": pre["mtp_off_tokens_per_s"] / llama["prefill_tokens_per_s"],
+        "mtp_on": pre["mtp_on_tokens_per_s"] / llama["prefill_tokens_per_s"] if pre["mtp_on_tokens_per_s"] else None,
+    }
+    mtp = {row["depth"]: row for row in llama["mtp"] or []}
+    for row in ours["depths"]:
+        row["vs_llama_cpp"] = row["decode_tokens_per_s"] / llama["decode_tokens_per_s"]
+        if row["depth"] in mtp:
+            row["vs_llama_cpp_mtp"] = row["decode_tokens_per_s"] / mtp[row["depth"]]["decode_tokens_per_s"]
+    for row in mtp.values():
+        row["speedup_over_plain"] = row["decode_tokens_per_s"] / llama["decode_tokens_per_s"]
