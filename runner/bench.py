@@ -445,6 +445,7 @@ def _depth_row(depth: int, runs: dict, prompts: Sequence[BenchPrompt], costs: di
         "seconds": {k: stats.seconds.get(k, 0.0) for k in ("prefill", "draft", "verify", "rollback")},
         "same_tokens_as_depth_0": all(t == t0 for (_, t), (_, t0) in zip(runs[depth], runs[0])),
         "by_kind": by_kind,
+        "by_prompt": [st.decode_tokens_per_s for st, _ in runs[depth]],
     }
 
 
@@ -467,6 +468,7 @@ def _auto_row(runs: dict, prompts: Sequence[BenchPrompt], kinds: list[str]) -> d
         "same_tokens_as_depth_0": all(t == t0 for (_, t), (_, t0) in zip(runs["auto"], runs[0])),
         "by_kind": {kind: _summary(merge_stats([s for (s, _), p in zip(runs["auto"], prompts) if p.kind == kind]))
                     for kind in kinds},
+        "by_prompt": [st.decode_tokens_per_s for st, _ in runs["auto"]],
     }
 
 

@@ -18,9 +18,10 @@ import numpy as np
 from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, _best, _timed
 from mtprun.runner.errors import MtprunError
 
-# speculative-simple's closing lines: "decoded  129 tokens in    0.081 seconds, ...", "n_drafted = 96", "n_accept  = 70"
-_DECODED = re.compile(r"decoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
-_COUNTER = re.compile(r"^\s*n_(drafted|accept)\s*=\s*(\d+)", re.MULTILINE)
+# speculative-simple's closing lines (after a log timestamp): "decoded  129 tokens in    0.081 seconds, ...",
+# "n_drafted = 96", "n_accept  = 70"
+_DECODED = re.compile(r"\bdecoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
+_COUNTER = re.compile(r"\bn_(drafted|accept)\s*=\s*(\d+)")
 MTP_RUN_TIMEOUT_S = 600
 
 

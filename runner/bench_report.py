@@ -49,6 +49,8 @@ def format_report(r: dict) -> str:
         out += ["", _llama_mtp_table(llama, r["depths"])]
     if len(r["depths"]) > 1 and len(kinds) > 1:
         out += ["", _kind_table(r["depths"], kinds)]
+    if any(d["depth"] == "auto" for d in r["depths"]) and len(r["depths"]) > 2:
+        out += ["", _auto_prompt_table(r["depths"], r["prompts"])]
     if not r["has_mtp"]:
         out += ["", "the model has no MTP head: only depth 0 was measured (pair one with --mtp-model)."]
     out += [f"WARNING: depth {row['depth']} did not produce the tokens of depth 0." for row in r["depths"]
@@ -109,6 +111,20 @@ def _llama_mtp_table(llama: dict, ours: list[dict]) -> str:
     rows = [[f"depth {m['depth']}", _num(m["decode_tokens_per_s"]), _times(m["speedup_over_plain"]),
              _pct(m["acceptance_rate"]), _num(by_depth[m["depth"]].get("vs_llama_cpp_mtp"), ".2f")] for m in llama["mtp"]]
     rows.append(["plain (llama-cpp-python)", _num(llama["decode_tokens_per_s"]), "1.00x", "-", _num(by_depth[0].get("vs_llama_cpp"), ".2f")])
+    return table(header, rows)
+
+
+def _auto_prompt_table(depths: list[dict], prompts: list[dict]) -> str:
+    """Per prompt: auto's decode beside plain decoding and the best fixed depth for that prompt."""
+    fixed = [d for d in depths if d["depth"] not in (0, "auto")]
+    plain = next(d for d in depths if d["depth"] == 0)["by_prompt"]
+    auto = next(d for d in depths if d["depth"] == "auto")["by_prompt"]
+    header = ["auto by prompt", "plain tok/s", "best fixed", "tok/s", "auto tok/s", "vs plain", "vs best"]
+    rows = []
+    for i, p in enumerate(prompts):
+        best = max(fixed, key=lambda d: d["by_prompt"][i])
+        rows.append([p["name"], _num(plain[i]), f"depth {best['depth']}", _num(best["by_prompt"][i]), _num(auto[i]),
+                     _times(auto[i] / plain[i]), _times(auto[i] / best["by_prompt"][i])])
     return table(header, rows)
 
 

@@ -16,6 +16,7 @@ DEPTH_FIELDS = {
     "depth", "tokens", "decode_tokens_per_s", "acceptance_rate", "mean_accepted_length", "steps", "speedup",
     "ideal_speedup", "expected_tokens_per_step", "accepted_per_position", "conditional_acceptance",
     "verify_decode_ratio", "seconds", "same_tokens_as_depth_0", "by_kind", "device_share",
+    "by_prompt",
 }
 
 
@@ -51,6 +52,7 @@ def test_bench_reports_every_field(capsys):
         assert set(d["seconds"]) == {"prefill", "draft", "verify", "rollback"}
         assert d["same_tokens_as_depth_0"]  # drafting never changes greedy output
         assert set(d["by_kind"]) == kinds
+        assert len(d["by_prompt"]) == len(r["prompts"]) and all(v > 0 for v in d["by_prompt"])
     d0, d1 = r["depths"]
     assert d0["speedup"] == d0["ideal_speedup"] == d0["verify_decode_ratio"] == 1.0
     assert d0["acceptance_rate"] is None and d0["accepted_per_position"] == []
@@ -119,9 +121,9 @@ depth=0; prev=""
 for a in "$@"; do [ "$prev" = "--spec-draft-n-max" ] && depth=$a; prev=$a; done
 echo "$@" >> "$(dirname "$0")/calls"
 [ "$depth" = 1 ] && s=0.500 || s=0.250
-echo "decoded   10 tokens in    $s seconds, speed:   20.000 t/s" >&2
-echo "n_drafted = 8" >&2
-echo "n_accept  = 6" >&2
+echo "0.00.101.001 I decoded   10 tokens in    $s seconds, speed:   20.000 t/s" >&2
+echo "0.00.101.002 I n_drafted = 8" >&2
+echo "0.00.101.003 I n_accept  = 6" >&2
 """
 
 
@@ -146,6 +148,10 @@ def test_llama_mtp_program(capsys, tmp_path):
     depth1 = next(d for d in r["depths"] if d["depth"] == 1)
     assert depth1["vs_llama_cpp_mtp"] == pytest.approx(depth1["decode_tokens_per_s"] / 20.0)
     assert mtp[0]["speedup_over_plain"] == pytest.approx(20.0 / r["llama_cpp"]["decode_tokens_per_s"])
+    from mtprun.runner.bench_report import format_report
+
+    report = format_report(r)
+    assert "llama.cpp draft-mtp" in report and "auto by prompt" in report and "prompt-2" in report
 
 
 @needs_fixtures
