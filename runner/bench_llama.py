@@ -23,6 +23,7 @@ from mtprun.runner.errors import MtprunError
 _DECODED = re.compile(r"\bdecoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
 _COUNTER = re.compile(r"\bn_(drafted|accept)\s*=\s*(\d+)")
 MTP_RUN_TIMEOUT_S = 600
+MTP_RUN_ATTEMPTS = 3
 
 
 def import_llama_cpp():
@@ -114,28 +115,33 @@ def measure_llama_mtp(config: BenchConfig, program: str, n_ctx: int, gpu: bool, 
 
 def _speculative_simple(program: str, config: BenchConfig, prompt: BenchPrompt, depth: int, n_ctx: int,
                         gpu: bool) -> dict:
-    """One run of llama-speculative-simple; its own decode timer (prompt encoding excluded)."""
+    """One run of llama-speculative-simple; its own decode timer (prompt encoding excluded). Its log
+    is written by a thread that can lose the closing lines at exit (seen on a busy machine, exit 0):
+    such a run is repeated, up to MTP_RUN_ATTEMPTS times."""
     argv = [program, "-m", config.model, "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth),
             "-p", prompt.text, "-n", str(config.n_gen), "-c", str(n_ctx), "-b", str(PREFILL_BATCH),
             "--temp", "0", "--top-k", "1", "--seed", "1", "-t", str(config.threads), "-tb", str(config.threads),
             "-ngl", "999" if gpu else "0"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=MTP_RUN_TIMEOUT_S)
-    except FileNotFoundError:
-        raise MtprunError(f"--llama-mtp: no program at {program} (give the path of llama.cpp's llama-speculative-simple).") from None
-    except (PermissionError, OSError) as exc:
-        raise MtprunError(f"--llama-mtp: cannot run {program} ({exc.strerror or exc}).") from None
-    except subprocess.TimeoutExpired:
-        raise MtprunError(f"--llama-mtp: {program} ran past {MTP_RUN_TIMEOUT_S} s on prompt {prompt.name!r}.") from None
-    output = done.stdout + done.stderr
-    decoded = _DECODED.search(output)
-    counters = dict((name, int(n)) for name, n in _COUNTER.findall(output))
-    if done.returncode != 0 or not decoded or set(counters) != {"drafted", "accept"} or int(decoded[1]) == 0:
-        last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
-        raise MtprunError(f"--llama-mtp: {program} failed at depth {depth} on prompt {prompt.name!r} "
-                          f"(exit {done.returncode}): {last.strip()}")
-    return {"tokens": int(decoded[1]), "seconds": float(decoded[2]),
-            "drafted": counters["drafted"], "accepted": counters["accept"]}
+    for _ in range(MTP_RUN_ATTEMPTS):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=MTP_RUN_TIMEOUT_S)
+        except FileNotFoundError:
+            raise MtprunError(f"--llama-mtp: no program at {program} (give the path of llama.cpp's llama-speculative-simple).") from None
+        except (PermissionError, OSError) as exc:
+            raise MtprunError(f"--llama-mtp: cannot run {program} ({exc.strerror or exc}).") from None
+        except subprocess.TimeoutExpired:
+            raise MtprunError(f"--llama-mtp: {program} ran past {MTP_RUN_TIMEOUT_S} s on prompt {prompt.name!r}.") from None
+        output = done.stdout + done.stderr
+        decoded = _DECODED.search(output)
+        counters = dict((name, int(n)) for name, n in _COUNTER.findall(output))
+        if done.returncode == 0 and decoded and set(counters) == {"drafted", "accept"} and int(decoded[1]) > 0:
+            return {"tokens": int(decoded[1]), "seconds": float(decoded[2]),
+                    "drafted": counters["drafted"], "accepted": counters["accept"]}
+        if done.returncode != 0:
+            break
+    last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
+    raise MtprunError(f"--llama-mtp: {program} failed at depth {depth} on prompt {prompt.name!r} "
+                      f"(exit {done.returncode}): {last.strip()}")
 
 
 def add_ratios(ours: dict, llama: dict) -> None:

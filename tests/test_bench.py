@@ -169,3 +169,29 @@ def test_llama_mtp_errors(tmp_path):
         bench_llama.measure_llama_mtp(config, str(broken), 64, False, bench.Progress(False))
     with pytest.raises(MtprunError, match="no program at"):
         bench_llama.measure_llama_mtp(config, str(tmp_path / "missing"), 64, False, bench.Progress(False))
+
+
+@needs_fixtures
+def test_llama_mtp_run_with_lost_closing_lines_is_repeated(tmp_path):
+    """llama.cpp's log thread can drop the last lines at exit: that run is repeated, not reported as failed."""
+    program = tmp_path / "flaky"
+    program.write_text(f"""#!/bin/sh
+echo "I decoded   10 tokens in    0.500 seconds" >&2
+[ -e {tmp_path}/once ] || {{ touch {tmp_path}/once; exit 0; }}
+echo "I n_drafted = 8" >&2
+echo "I n_accept  = 2" >&2
+""")
+    program.chmod(0o755)
+    config = bench.config_from_args(_args(str(model_file("tinycoder", "q8_0")), "--spec-draft-n-max", "1",
+                                          "--compare-llama", "--llama-mtp", str(program), "-r", "1", "--prompts",
+                                          str(_one_prompt(tmp_path))))
+    from mtprun.runner import bench_llama
+
+    [row] = bench_llama.measure_llama_mtp(config, str(program), 64, False, bench.Progress(False))
+    assert row["decode_tokens_per_s"] == pytest.approx(20.0) and row["acceptance_rate"] == pytest.approx(0.25)
+
+
+def _one_prompt(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("def f():")
+    return path
