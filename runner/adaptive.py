@@ -8,8 +8,10 @@ on this backend: one MTP draft call, and a trunk verify of each batch size. It p
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
 and now and then probes one position deeper than its choice so that estimates do not freeze at 0
-(backing off geometrically while probes keep failing). The depth never changes the output: the
-target's tokens are the same whatever was drafted.
+(backing off geometrically while probes keep failing). A plain step (n = 0) also costs the MTP
+head's cache row it leaves to write: the drafting step after a plain stretch writes them all (the
+catch-up), and that time is the plain steps', per row, not the draft's. The depth never changes
+the output: the target's tokens are the same whatever was drafted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ DEFAULT_AUTO_MAX = 4
 class DepthPolicy(Protocol):
     max_depth: int  # 0: never drafts (the MTP head is then not run at all)
 
+    def begin(self) -> None:
+        """A generation starts (a new prompt: new text to draft on)."""
+
     def choose(self, limit: int) -> int:
         """Depth for the next step, at most `limit`."""
 
@@ -34,6 +39,9 @@ class DepthPolicy(Protocol):
 class FixedDepth:
     def __init__(self, depth: int) -> None:
         self.max_depth = depth
+
+    def begin(self) -> None:
+        pass
 
     def choose(self, limit: int) -> int:
         return min(self.max_depth, limit)
@@ -52,6 +60,8 @@ class AdaptiveDepth:
         self.cost_decay = cost_decay
         self.acceptance = [prior_acceptance] * n_max
         self.draft_cost: float | None = None  # seconds per MTP draft call
+        self.row_cost = 0.0  # seconds per MTP cache row written by a catch-up (one per plain step)
+        self._caught_up = False  # a catch-up was seen (its graphs compiled)
         self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds
         # A backend compiles a graph the first time it meets a shape, so the first step at each verify
         # size (and the first drafting step) is not a cost sample: one such step measured 5x the
@@ -91,7 +101,7 @@ class AdaptiveDepth:
         return self.verify_cost[lower[-1] if lower else upper[0]]
 
     def tokens_per_second(self, n: int) -> float:
-        cost = self._verify(n + 1) + n * (self.draft_cost or 0.0)
+        cost = self._verify(n + 1) + (n * (self.draft_cost or 0.0) if n else self.row_cost)
         return self.expected_tokens(n) / cost if cost > 0 else float("inf")
 
     def best_depth(self, limit: int) -> int:
@@ -112,6 +122,12 @@ class AdaptiveDepth:
         return self.tokens_per_second(best) / self.tokens_per_second(0)
 
     # -- policy
+    def begin(self) -> None:
+        """Costs carry over between generations; the probing pace does not: a backed-off pace,
+        earned on one text, kept a new prompt's good drafts from being tried for its whole reply."""
+        self.probe_interval, self.steps_since_probe = self.base_probe_interval, 0
+        self._probing, self._choice = None, None
+
     def choose(self, limit: int) -> int:
         if self._choice is None or self._choice[0] != limit or self._choice_age >= self.reevaluate_every:
             self._choice, self._choice_age = (limit, self.best_depth(limit)), 0
@@ -140,8 +156,13 @@ class AdaptiveDepth:
             self.verify_cost[size] = self._cost_sample(self.verify_cost.get(size), step.verify_seconds)
         if n:
             self._choice = None
-            if 0 in self._warm:  # catch-up batches of a new length compile too: held by _cost_sample
-                self.draft_cost = self._cost_sample(self.draft_cost, step.draft_seconds / n)
+            if 0 in self._warm:
+                self.draft_cost = self._cost_sample(self.draft_cost, (step.draft_seconds - step.catch_up_seconds) / n)
+                if step.catch_up_rows:  # the first catch-up compiles its graphs: not a sample; later ones are held
+                    per_row = step.catch_up_seconds / step.catch_up_rows
+                    if self._caught_up:
+                        self.row_cost = self._cost_sample(self.row_cost or None, per_row)
+                    self._caught_up = True
             self._warm.add(0)
         self._warm.add(size)
         if self._probing is not None:
@@ -157,6 +178,7 @@ class AdaptiveDepth:
         return {
             "acceptance": [round(a, 4) for a in self.acceptance],
             "draft_seconds": self.draft_cost,
+            "catch_up_seconds_per_row": self.row_cost,
             "verify_seconds": {k: self.verify_cost[k] for k in sorted(self.verify_cost)},
             "predicted_speedup": self.predicted_speedup(),
         }

@@ -50,6 +50,7 @@ def decode(
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
+    policy.begin()
     timer = ctx.timer = StepTimer()
     ctx.reset()
 
@@ -76,11 +77,14 @@ def decode(
         cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
         depth = policy.choose(max(cap, 0)) if use_mtp else 0
         drafts: list[int] = []
+        catch_up_seconds, catch_up_rows = 0.0, 0
         if depth > 0:
             rows = mtp_rows + [(last, pending_h)]
             if len(rows) > FULL_CATCH_UP:  # after plain steps: their cache entries only (_catch_up)
+                t_catch_up, catch_up_rows = time.perf_counter(), len(rows) - 1
                 mtp_next = _catch_up(ctx, rows[:-1], mtp_next)
                 rows = rows[-1:]
+                catch_up_seconds = time.perf_counter() - t_catch_up
             logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
             mtp_rows, mtp_next = [], n_past + 1
             while True:
@@ -120,7 +124,8 @@ def decode(
         n_past += accepted + 1
         last = emitted[-1]
         # the policy weighs whole steps: choosing, drafting (with catch-up) / verifying, sampling, rollback
-        step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start)
+        step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start,
+                          catch_up_seconds, catch_up_rows)
         stats.steps.append(step)
         policy.observe(step)
         for tok in emitted:

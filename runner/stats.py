@@ -15,6 +15,9 @@ class StepRecord:
     emitted: list[int]
     draft_seconds: float = 0.0  # the step up to its verify batch: choosing the depth, MTP catch-up and drafts
     verify_seconds: float = 0.0  # the rest: the verify batch, sampling, acceptance and rollback
+    # the part of draft_seconds that wrote the MTP head's cache for earlier plain steps, and for how many
+    catch_up_seconds: float = 0.0
+    catch_up_rows: int = 0
 
 
 @dataclass

@@ -93,3 +93,28 @@ def test_first_steps_at_a_new_size_are_not_cost_samples():
         policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
                                   draft_seconds=0.5 * depth, verify_seconds=1.0 + 0.05 * depth + compile_cost))
     assert max(policy.verify_cost.values()) < 1.5 and policy.draft_cost < 1.0
+
+
+def test_catch_up_is_charged_to_the_plain_steps_it_follows():
+    """The first drafting step after a plain stretch writes the head's cache for every plain step:
+    that time is a per-row cost of plain steps, not the draft's (it made rare probes look dear)."""
+    policy = AdaptiveDepth(n_max=1)
+    for rows in (64, 64, 32):
+        policy.observe(StepRecord([0], 1, [0, 0], draft_seconds=0.1 + 0.01 * rows, verify_seconds=1.1,
+                                  catch_up_seconds=0.01 * rows, catch_up_rows=rows))
+    assert abs(policy.draft_cost - 0.1) < 1e-9
+    assert abs(policy.row_cost - 0.01) < 1e-9  # the first catch-up (its graphs compiling) is no sample
+    for _ in range(2):
+        policy.observe(StepRecord([], 0, [0], 0.0, 1.0))
+    assert abs(policy.tokens_per_second(0) - 1 / 1.01) < 1e-9
+
+
+def test_each_generation_starts_probing_at_the_base_pace():
+    """A pace backed off on one text (drafts failing) must not keep a new prompt's drafts untried."""
+    policy, chosen = AdaptiveDepth(n_max=2), []
+    _simulate(policy, lambda i: 0.0, 300, random.Random(4), chosen)
+    assert policy.probe_interval > policy.base_probe_interval
+    policy.begin()
+    chosen.clear()
+    _simulate(policy, lambda i: 1.0, 40, random.Random(5), chosen)
+    assert chosen[-10:] == [2] * 10

@@ -97,6 +97,9 @@ class _ScriptedDepth:
     def __init__(self, depths: list[int]) -> None:
         self.depths = depths
 
+    def begin(self) -> None:
+        pass
+
     def choose(self, limit: int) -> int:
         return min(self.depths.pop(0), limit) if self.depths else 0
 
