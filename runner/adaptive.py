@@ -32,6 +32,15 @@ class DepthPolicy(Protocol):
     def choose(self, limit: int) -> int:
         """Depth for the next step, at most `limit`."""
 
+    def _row_cost_sample(self, sample: float) -> None:
+        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
+        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
+        slowly; the very first catch-up is no sample."""
+        if self._caught_up:
+            w = self.cost_decay
+            self.row_cost = min(sample, w * self.row_cost + (1 - w) * sample) if self.row_cost else sample
+        self._caught_up = True
+
     def observe(self, step: StepRecord) -> None:
         """Learn from a finished step (its drafts, acceptance and timings)."""
 
@@ -45,6 +54,15 @@ class FixedDepth:
 
     def choose(self, limit: int) -> int:
         return min(self.max_depth, limit)
+
+    def _row_cost_sample(self, sample: float) -> None:
+        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
+        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
+        slowly; the very first catch-up is no sample."""
+        if self._caught_up:
+            w = self.cost_decay
+            self.row_cost = min(sample, w * self.row_cost + (1 - w) * sample) if self.row_cost else sample
+        self._caught_up = True
 
     def observe(self, step: StepRecord) -> None:
         pass
@@ -145,6 +163,15 @@ class AdaptiveDepth:
         w = self.cost_decay
         return w * old + (1 - w) * min(sample, 2 * old)
 
+    def _row_cost_sample(self, sample: float) -> None:
+        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
+        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
+        slowly; the very first catch-up is no sample."""
+        if self._caught_up:
+            w = self.cost_decay
+            self.row_cost = min(sample, w * self.row_cost + (1 - w) * sample) if self.row_cost else sample
+        self._caught_up = True
+
     def observe(self, step: StepRecord) -> None:
         n = len(step.draft)
         w = self.decay
@@ -158,11 +185,8 @@ class AdaptiveDepth:
             self._choice = None
             if 0 in self._warm:
                 self.draft_cost = self._cost_sample(self.draft_cost, (step.draft_seconds - step.catch_up_seconds) / n)
-                if step.catch_up_rows:  # the first catch-up compiles its graphs: not a sample; later ones are held
-                    per_row = step.catch_up_seconds / step.catch_up_rows
-                    if self._caught_up:
-                        self.row_cost = self._cost_sample(self.row_cost or None, per_row)
-                    self._caught_up = True
+                if step.catch_up_rows:
+                    self._row_cost_sample(step.catch_up_seconds / step.catch_up_rows)
             self._warm.add(0)
         self._warm.add(size)
         if self._probing is not None:

@@ -118,3 +118,12 @@ def test_each_generation_starts_probing_at_the_base_pace():
     chosen.clear()
     _simulate(policy, lambda i: 1.0, 40, random.Random(5), chosen)
     assert chosen[-10:] == [2] * 10
+
+
+def test_catch_up_cost_falls_at_once_and_rises_slowly():
+    """A catch-up of a new batch size compiles its graph: a spike must not make plain steps look dear."""
+    policy = AdaptiveDepth(n_max=1)
+    for per_row in (0.5, 0.4, 0.01, 0.4):  # the first is no sample; a spike after a low sample moves it 10%
+        policy.observe(StepRecord([0], 1, [0, 0], draft_seconds=0.1 + per_row * 8, verify_seconds=1.1,
+                                  catch_up_seconds=per_row * 8, catch_up_rows=8))
+    assert abs(policy.row_cost - (0.9 * 0.01 + 0.1 * 0.4)) < 1e-9
