@@ -11,13 +11,38 @@
  * measured, from 5 to 8 tokens as fast as the tiled path for Q6_K, faster for the others. */
 #define FUSED_MAX_N 8
 #define FUSED_ROWS 16
+/* int8 activations: weight rows per pass over the batch's tokens, at least FUSED_ROWS */
+#define Q8_ROW_BYTES (16 * 1024)
 
-void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
+/* Weight rows [lo, hi) against int8 activations (mtp.h): every part quantizes the whole batch (the
+ * same bits in every part), then one path for any n: a few weight rows at a time, while they are in
+ * L1, against every group of four tokens. */
+static void matmul_q8(mtp_pool *p, const void *w, int type, int64_t lo, int64_t hi, int64_t k, const float *x, int64_t n,
+                      int64_t ldx, float *out, int64_t ldo) {
+    const int block = MTP_Q8_BLOCK(type);
+    const int64_t nb = k / block, ns = block == 256 ? k / 16 : 0, row_bytes = mtp_row_bytes(type, k);
+    float *d = mtp_scratch(p, (size_t)n * ((size_t)nb * 4 + (size_t)ns * 2 + (size_t)k));
+    int16_t *s = (int16_t *)(d + n * nb);
+    int8_t *q = (int8_t *)(s + n * ns);
+    for (int64_t i = 0; i < n; i++)
+        mtp_k.quant(x + i * ldx, k, block, q + i * k, d + i * nb, s + i * ns);
+    int64_t rows = Q8_ROW_BYTES / row_bytes < FUSED_ROWS ? FUSED_ROWS : Q8_ROW_BYTES / row_bytes;
+    for (int64_t j = lo; j < hi; j += rows)
+        for (int64_t i = 0; i < n; i += 4)
+            mtp_k.qdot[type]((const uint8_t *)w + j * row_bytes, row_bytes, hi - j < rows ? hi - j : rows, q + i * k, d + i * nb,
+                             s + i * ns, n - i >= 4 ? 4 : (int)(n - i), k, out + i * ldo + j, ldo);
+}
+
+void mtp_matmul_rows(mtp_pool *p, int q8, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
                      const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo) {
     int64_t lo, hi;
     mtp_split(m, part, nparts, &lo, &hi);
     if (lo >= hi)
         return;
+    if (q8 && mtp_k.qdot[type]) {
+        matmul_q8(p, w, type, lo, hi, k, x, n, ldx, out, ldo);
+        return;
+    }
     const int64_t row_bytes = mtp_row_bytes(type, k), nb = k / 32;
     const int factored = MTP_FACTORED(type);
     mtp_vdot_fn vdot = mtp_k.vdot[type];
