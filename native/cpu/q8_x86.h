@@ -38,47 +38,52 @@ Q8_INLINE __m256i Q8_NAME(tree8)(const __m256i P[8]) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
-/* ---- Q8_0: eight blocks at a time, isum_b in lane b, then t_b = (dw_b * dx_b) * isum_b */
+/* ---- Q8_0: eight blocks at a time, isum_b in lane b, then t_b = (dw_b * dx_b) * isum_b into L.
+ * nblk < 8 only for a row's last group (its missing blocks add t = 0, as mtp.h pads them). */
+Q8_INLINE void Q8_NAME(q8_0_group)(const uint8_t *w, const int8_t *q, const float *d, int nt, int64_t k, int64_t g, int nblk,
+                                   __m256 L[4]) {
+    const int64_t nb = k / 32;
+    short h[8] = {0};
+    __m256i aw[8], wb[8];  /* the blocks' quants and |w| (u8), shared by the tokens */
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; b++) {
+        if (b < nblk) {
+            h[b] = (short)(w[34 * (g + b)] | w[34 * (g + b) + 1] << 8);
+            wb[b] = _mm256_loadu_si256((const __m256i *)(w + 34 * (g + b) + 2));
+        } else {
+            wb[b] = _mm256_setzero_si256();
+        }
+        aw[b] = _mm256_sign_epi8(wb[b], wb[b]);
+    }
+    /* the eight f16 scales built in a register (a stack array read back whole stalls the load) */
+    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]));
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) {
+        const int8_t *xq = q + t * k + 32 * g;
+        __m256i P[8];
+#pragma GCC unroll 8
+        for (int b = 0; b < 8; b++)  /* |w| times x with w's sign: the products w * x (0 past nblk: w = 0) */
+            P[b] = q8_dot4(aw[b], _mm256_sign_epi8(b < nblk ? _mm256_loadu_si256((const __m256i *)(xq + 32 * b)) : wb[b], wb[b]));
+        __m256 dx;
+        if (nblk == 8) {
+            dx = _mm256_loadu_ps(d + t * nb + g);
+        } else {
+            float pad[8] = {0};
+            memcpy(pad, d + t * nb + g, (size_t)nblk * 4);
+            dx = _mm256_loadu_ps(pad);
+        }
+        L[t] = _mm256_add_ps(L[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(Q8_NAME(tree8)(P))));
+    }
+}
+
 Q8_INLINE void Q8_NAME(q8_0_rows)(const uint8_t *w, const int8_t *q, const float *d, int nt, int64_t k, float *out, int64_t ldo) {
     const int64_t nb = k / 32;
-    __m256 L[4];
-    for (int t = 0; t < nt; t++)
-        L[t] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < nb; g += 8) {
-        const int nblk = nb - g < 8 ? (int)(nb - g) : 8;
-        short h[8] = {0};
-        __m256i aw[8];  /* |w| (u8), shared by the tokens */
-        for (int b = 0; b < nblk; b++) {
-            h[b] = (short)(w[34 * (g + b)] | w[34 * (g + b) + 1] << 8);
-            __m256i wb = _mm256_loadu_si256((const __m256i *)(w + 34 * (g + b) + 2));
-            aw[b] = _mm256_sign_epi8(wb, wb);
-        }
-        /* the eight f16 scales built in a register (a stack array read back whole stalls the load) */
-        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]));
-        for (int t = 0; t < nt; t++) {
-            const int8_t *xq = q + t * k + 32 * g;
-            __m256i P[8];
-            for (int b = 0; b < 8; b++) {
-                if (b >= nblk) {
-                    P[b] = _mm256_setzero_si256();
-                    continue;
-                }
-                /* |w| times x with w's sign: the same products as w * x */
-                __m256i wb = _mm256_loadu_si256((const __m256i *)(w + 34 * (g + b) + 2));
-                P[b] = q8_dot4(aw[b], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq + 32 * b)), wb));
-            }
-            __m256 dx;
-            if (nblk == 8) {
-                dx = _mm256_loadu_ps(d + t * nb + g);
-            } else {
-                float pad[8] = {0};
-                memcpy(pad, d + t * nb + g, (size_t)nblk * 4);
-                dx = _mm256_loadu_ps(pad);
-            }
-            __m256 scale = _mm256_mul_ps(dw, dx);
-            L[t] = _mm256_add_ps(L[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(Q8_NAME(tree8)(P))));
-        }
-    }
+    __m256 L[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t g = 0;
+    for (; g + 8 <= nb; g += 8)
+        Q8_NAME(q8_0_group)(w, q, d, nt, k, g, 8, L);
+    if (g < nb)
+        Q8_NAME(q8_0_group)(w, q, d, nt, k, g, (int)(nb - g), L);
     for (int t = 0; t < nt; t++)
         out[t * ldo] = Q8_NAME(hsum_f32)(L[t]);
 }
