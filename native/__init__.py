@@ -15,7 +15,8 @@ AUTO_ORDER = ("cuda", "vulkan", "cpu", "numpy")
 def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, cpu_activations: str = "f32") -> Backend:
     """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
     native backends' thread pool (default: the CPUs this process may use); `cpu_activations` is the
-    CPU backend's activation mode ("f32" exact, "q8" int8 as llama.cpp; other backends take f32)."""
+    CPU backend's activation mode (cpu_backend.ACTIVATIONS: "f32" exact, "q8" int8 as llama.cpp,
+    "q8x2" two int8 planes; other backends take f32)."""
     if name == "auto":
         for candidate in AUTO_ORDER:
             try:

@@ -125,13 +125,14 @@ class _StateBuffers:
     arrays: tuple[np.ndarray, ...]  # kv: (K, V); recurrent: (m + 1 buffers, work)
 
 
-ACTIVATIONS = ("f32", "q8")
+ACTIVATIONS = ("f32", "q8", "q8x2")  # index = native/cpu/mtp.h's MTP_ACT_*
 
 
 class CpuBackend:
     """`activations`: "f32" keeps the matrix products' activations in float32 (exact); "q8" quantizes
-    each token row to int8 blocks for the Q8_0 / K-quant products, as llama.cpp does (faster, within
-    llama.cpp's own distance of exact; native/cpu/mtp.h states the arithmetic)."""
+    each token row to int8 blocks for the Q8_0 / K-quant products, as llama.cpp does (faster; about
+    llama.cpp's distance from exact); "q8x2" adds a second int8 plane for the first one's rounding
+    error (two integer products; ~250x closer to exact than q8). native/cpu/mtp.h states the arithmetic."""
 
     name = "cpu"
 
@@ -149,7 +150,7 @@ class CpuBackend:
             raise MtprunError(f"the CPU backend could not start {threads} threads.")
         self.threads = int(self._lib.mtp_threads(self._pool))
         self.activations = activations
-        self._lib.mtp_set_activations(self._pool, int(activations == "q8"))
+        self._lib.mtp_set_activations(self._pool, ACTIVATIONS.index(activations))
         self.simd = self._lib.mtp_simd_name().decode()
         self._raw: dict[str, WeightTensor] = {}
         self._f32: dict[str, np.ndarray] = {}

@@ -142,7 +142,8 @@ def load(
 ) -> Model:
     """Open a Qwen3.5 / Qwen3.5-MoE GGUF (optionally with an MTP-only sidecar) on a backend
     ("auto": the fastest that starts here; "numpy" is the float32 reference). `cpu_activations`:
-    "f32" (exact) or "q8" (the CPU backend's products take int8 activations, as llama.cpp's)."""
+    "f32" (exact), "q8" (the CPU backend's products take int8 activations, as llama.cpp's) or "q8x2"
+    (two int8 planes, the second for the first's rounding error: near exact)."""
     loaded = load_model(path, mtp_model)
     if n_ctx is None:
         n_ctx = min(loaded.hp.n_ctx_train or DEFAULT_N_CTX, DEFAULT_N_CTX)

@@ -55,7 +55,7 @@ class BenchConfig:
     mtp_model: str | None
     backend: str
     threads: int
-    cpu_activations: str  # "f32" or "q8" (the CPU backend's matrix products)
+    cpu_activations: str  # the CPU backend's matrix products: "f32", "q8" or "q8x2"
     depths: tuple[int, ...]  # always starts with 0, the baseline
     auto: bool  # also measure the adaptive depth (`--spec-draft-n-max auto`)
     n_prompt: int

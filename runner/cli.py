@@ -34,9 +34,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_cpu_activations_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cpu-activations", choices=("f32", "q8"), default="f32",
-                   help="CPU backend matrix products: f32 activations (exact, the default) or q8 "
-                        "(int8 per block, as llama.cpp: faster, within llama.cpp's distance of exact)")
+    p.add_argument("--cpu-activations", choices=("f32", "q8", "q8x2"), default="f32",
+                   help="CPU backend matrix products: f32 activations (exact, the default), q8 (int8 per "
+                        "block as llama.cpp: faster, about llama.cpp's distance from exact) or q8x2 (a "
+                        "second int8 plane for q8's rounding error: near exact)")
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:

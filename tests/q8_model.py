@@ -1,6 +1,7 @@
-"""A NumPy model of the CPU backend's quantized-activation products (native/cpu/mtp.h, "q8" mode):
-the same int8 quantization of each token row, the same exact integer block sums (int64 here), and
-the same float32 operations in the same order, so it reproduces the kernels bit for bit."""
+"""A NumPy model of the CPU backend's quantized-activation products (native/cpu/mtp.h, "q8" and
+"q8x2" modes): the same int8 quantization of each token row (and of its rounding error), the same
+exact integer block sums (int64 here), and the same float32 operations in the same order, so it
+reproduces the kernels bit for bit."""
 
 from __future__ import annotations
 
@@ -104,13 +105,22 @@ def _q8_0_lanes(terms: np.ndarray) -> np.ndarray:
     return ((L[0] + L[4]) + (L[2] + L[6])) + ((L[1] + L[5]) + (L[3] + L[7]))
 
 
-def matmul(qtype: T, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """out [n, rows] of the q8 mode: raw [rows, bytes] weight blocks, x [n, k] float32."""
+def matmul(qtype: T, raw: np.ndarray, x: np.ndarray, planes: int = 1) -> np.ndarray:
+    """out [n, rows] of the q8 (one plane) or q8x2 (two) mode: raw [rows, bytes] weight blocks, x [n, k]."""
     w = decode_ints(qtype, raw)
-    rows, k = raw.shape[0], x.shape[1]
-    xq, dx, xs = quantize_rows(x, block_size(qtype))
-    out = np.empty((x.shape[0], rows), F32)
-    for t in range(x.shape[0]):
+    block = block_size(qtype)
+    xq, dx, xs = quantize_rows(x, block)
+    out = _products(qtype, w, xq, dx, xs)
+    if planes == 2:  # the second plane quantizes x - d * q; its product is added
+        residual = x - np.repeat(dx, block, axis=1) * xq.astype(F32)
+        out = out + _products(qtype, w, *quantize_rows(residual, block))
+    return out
+
+
+def _products(qtype: T, w: dict, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    rows, k = w["q"].shape[0], xq.shape[1]
+    out = np.empty((xq.shape[0], rows), F32)
+    for t in range(xq.shape[0]):
         if qtype == T.Q8_0:
             isum = (w["q"] * xq[t].reshape(1, -1, 32)).sum(-1)
             out[t] = _q8_0_lanes((w["d"] * dx[t]) * isum.astype(F32))

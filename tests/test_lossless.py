@@ -15,9 +15,9 @@ pytestmark = needs_fixtures
 _CACHE: dict[tuple[str, str], mtprun.Model] = {}
 
 
-# Every backend, and the CPU backend with int8 activations too ("cpu:q8"): its rounding is
-# batch-invariant as well, so drafting changes no token there either.
-BACKENDS = [*backend_params(), pytest.param("cpu:q8")]
+# Every backend, and the CPU backend with int8 activations too ("cpu:q8", "cpu:q8x2"): their
+# rounding is batch-invariant as well, so drafting changes no token there either.
+BACKENDS = [*backend_params(), pytest.param("cpu:q8"), pytest.param("cpu:q8x2")]
 
 
 def _model(name: str, backend: str) -> mtprun.Model:

@@ -69,7 +69,7 @@ typedef struct {
     mtp_node *nodes;
     mtp_state *states;
     mtp_pool *pool;
-    int q8;              /* activations of the matrix products quantized to int8 (mtp_set_activations) */
+    int act;             /* the matrix products' activations: MTP_ACT_* (mtp_set_activations) */
     volatile int error;  /* nonzero op error code; checked after the run */
 } mtp_job;
 
@@ -102,11 +102,12 @@ typedef void (*mtp_kdot_fn)(const float *q, const float *sm, const float *x, int
  * tokens' sums (factored only) */
 typedef void (*mtp_vdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const float *x, int64_t ldx, const float *X,
                             int64_t ldX, int nt, int64_t k, float *out, int64_t ldo);
-/* ---- quantized activations (the backend's "q8" mode, q8.c): each token row of x becomes int8
- * blocks of MTP_Q8_BLOCK(type) values with a float scale, as ggml's q8_0 / q8_K (but scales kept in
- * f32). Per block: amax = max |x|, d = amax / 127, q = nearest-even(x * (127 / amax)) (0 where
- * amax is 0). Per 16 values (256-blocks only) the int16 sum of q. n rows lie at q + t * k,
- * d + t * (k / block), s + t * (k / 16).
+/* ---- quantized activations (the backend's "q8" and "q8x2" modes, q8.c): each token row of x
+ * becomes int8 blocks of MTP_Q8_BLOCK(type) values with a float scale, as ggml's q8_0 / q8_K (but
+ * scales kept in f32). Per block: amax = max |x|, d = amax / 127, q = nearest-even(x * (127 / amax))
+ * (0 where amax is 0). Per 16 values (256-blocks only) the int16 sum of q. n rows lie at q + t * k,
+ * d + t * (k / block), s + t * (k / 16). q8x2 quantizes x - d * q (f32) the same way as a second
+ * plane and adds its product to the first's (matmul.c).
  *
  * Products with int8 activations (mtp_qdot_fn): per weight block an int32 integer sum, exact, then
  * f32 arithmetic in one fixed order (never fused, so NumPy reproduces it bit for bit):
@@ -154,9 +155,11 @@ void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot 
 int mtp_kernels_avx512(mtp_kernels *k);
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
- * part `part` of `nparts` computes its share of the m output columns; q8: int8 activations where
- * the type has a qdot */
-void mtp_matmul_rows(mtp_pool *p, int q8, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
+ * part `part` of `nparts` computes its share of the m output columns. act: float32 activations
+ * (exact), or where the type has a qdot, one int8 plane (as llama.cpp), or two (the second
+ * quantizes the first one's rounding error; the sum of the two products) */
+enum { MTP_ACT_F32 = 0, MTP_ACT_Q8 = 1, MTP_ACT_Q8X2 = 2 };
+void mtp_matmul_rows(mtp_pool *p, int act, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
                      const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo);
 
 /* ---- ops (one file per family) */
