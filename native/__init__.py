@@ -12,15 +12,21 @@ BACKENDS = ("auto", "cpu", "cuda", "vulkan", "metal", "numpy")
 AUTO_ORDER = ("cuda", "vulkan", "cpu", "numpy")
 
 
-def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False) -> Backend:
+def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, cpu_activations: str = "f32") -> Backend:
     """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
-    native backends' thread pool (default: the CPUs this process may use)."""
+    native backends' thread pool (default: the CPUs this process may use); `cpu_activations` is the
+    CPU backend's activation mode (cpu_backend.ACTIVATIONS: "f32" exact, "q8" int8 as llama.cpp,
+    "q8x2" two int8 planes; other backends take f32)."""
     if name == "auto":
         for candidate in AUTO_ORDER:
             try:
-                return create_backend(candidate, threads, for_auto=True)
+                return create_backend(candidate, threads, for_auto=True, cpu_activations=cpu_activations)
             except MtprunError:
                 continue
+    if cpu_activations != "f32" and name != "cpu":
+        if for_auto:  # auto: a backend without the mode is skipped, not an error
+            raise MtprunError(f"the {name} backend keeps f32 activations.")
+        raise MtprunError(f"--cpu-activations {cpu_activations} applies to the cpu backend only, not {name}.")
     if name == "numpy":
         from mtprun.native.numpy_backend import NumpyBackend
 
@@ -28,7 +34,7 @@ def create_backend(name: str, threads: int | None = None, *, for_auto: bool = Fa
     if name == "cpu":
         from mtprun.native.cpu_backend import CpuBackend
 
-        return CpuBackend(threads)
+        return CpuBackend(threads, cpu_activations)
     if name == "cuda":
         from mtprun.native.cuda_backend import CudaBackend
 

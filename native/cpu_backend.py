@@ -74,6 +74,7 @@ def library() -> ctypes.CDLL:
         "mtp_dequant": ([ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], ctypes.c_int),
         "mtp_set_simd": ([ctypes.c_int], ctypes.c_int),
         "mtp_simd_name": ([], ctypes.c_char_p),
+        "mtp_set_activations": ([ctypes.c_void_p, ctypes.c_int], None),
     }
     for name, (args, res) in sig.items():
         fn = getattr(lib, name)
@@ -124,10 +125,20 @@ class _StateBuffers:
     arrays: tuple[np.ndarray, ...]  # kv: (K, V); recurrent: (m + 1 buffers, work)
 
 
+ACTIVATIONS = ("f32", "q8", "q8x2")  # index = native/cpu/mtp.h's MTP_ACT_*
+
+
 class CpuBackend:
+    """`activations`: "f32" keeps the matrix products' activations in float32 (exact); "q8" quantizes
+    each token row to int8 blocks for the Q8_0 / K-quant products, as llama.cpp does (faster; about
+    llama.cpp's distance from exact); "q8x2" adds a second int8 plane for the first one's rounding
+    error (two integer products; ~250x closer to exact than q8). native/cpu/mtp.h states the arithmetic."""
+
     name = "cpu"
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, activations: str = "f32") -> None:
+        if activations not in ACTIVATIONS:
+            raise MtprunError(f"CPU activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
         self._lib = library()
         self._codes = _op_codes(self._lib)
         if threads is None:
@@ -138,6 +149,8 @@ class CpuBackend:
         if not self._pool:
             raise MtprunError(f"the CPU backend could not start {threads} threads.")
         self.threads = int(self._lib.mtp_threads(self._pool))
+        self.activations = activations
+        self._lib.mtp_set_activations(self._pool, ACTIVATIONS.index(activations))
         self.simd = self._lib.mtp_simd_name().decode()
         self._raw: dict[str, WeightTensor] = {}
         self._f32: dict[str, np.ndarray] = {}

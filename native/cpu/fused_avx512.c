@@ -95,6 +95,7 @@ int mtp_kernels_avx512(mtp_kernels *kt) {
     avx2_q8_0 = kt->vdot[T_Q8_0];
     kt->vdot[T_Q6_K] = vdot_q6_k;
     kt->vdot[T_Q8_0] = vdot_q8_0;
+    mtp_q8_vnni(kt);  /* where the CPU has VNNI; else the AVX2 q8 kernels stay (the same bits) */
     return 1;
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     step *steps;
     atomic_int *claimed, *finished;
     int32_t n_steps, cap;
+    int act;  /* MTP_ACT_*: mtp_set_activations */
     atomic_int cur;
 } mtp_ctx;
 
@@ -40,7 +41,7 @@ static void op_matmul(mtp_job *j, mtp_node *nd, int phase, int part, int nparts)
     (void)phase;
     const mtp_node *x = &j->nodes[nd->in[0]], *w = &j->nodes[nd->in[1]];
     int64_t k = w->ne[w->ndim - 1];
-    mtp_matmul_rows(j->pool, part, nparts, w->data, w->type, nd->ne[1], k, x->data, nd->ne[0], k, nd->data, nd->ne[1]);
+    mtp_matmul_rows(j->pool, j->act, part, nparts, w->data, w->type, nd->ne[1], k, x->data, nd->ne[0], k, nd->data, nd->ne[1]);
 }
 
 static void exec_part(mtp_job *j, const step *s, int part) {
@@ -147,10 +148,13 @@ void mtp_free(void *ctx) {
 
 int mtp_threads(void *ctx) { return mtp_pool_size(((mtp_ctx *)ctx)->pool); }
 
+/* The matrix products' activations (mtp.h's MTP_ACT_*); an unknown mode keeps float32 (exact). */
+void mtp_set_activations(void *ctx, int act) { ((mtp_ctx *)ctx)->act = act == MTP_ACT_Q8 || act == MTP_ACT_Q8X2 ? act : MTP_ACT_F32; }
+
 int mtp_run(void *ctx, mtp_node *nodes, int32_t n_nodes, mtp_state *states) {
     mtp_ctx *c = ctx;
     mtp_pool_quiesce(c->pool);  /* no worker still leaving the last run's steps */
-    c->job = (mtp_job){nodes, states, c->pool, MTP_OK};
+    c->job = (mtp_job){nodes, states, c->pool, c->act, MTP_OK};
     if (plan_steps(c, n_nodes) != 0)
         return MTP_ERR_MEMORY;
     mtp_pool_run(c->pool, run_steps, c);

@@ -11,13 +11,78 @@
  * measured, from 5 to 8 tokens as fast as the tiled path for Q6_K, faster for the others. */
 #define FUSED_MAX_N 8
 #define FUSED_ROWS 16
+/* int8 activations: weight rows per pass over the batch's tokens, at least FUSED_ROWS and at most
+ * Q8_MAX_ROWS */
+#define Q8_ROW_BYTES (16 * 1024)
+#define Q8_MAX_ROWS 512
 
-void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
+/* The batch's activations as int8 rows (mtp.h's layout): scales, per-16 sums, quants. */
+typedef struct {
+    float *d;
+    int16_t *s;
+    int8_t *q;
+} q8_rows;
+
+/* Token i as rows planes * i + c: c = 0 quantizes x; c = 1 (MTP_ACT_Q8X2) quantizes what plane 0
+ * left out, x - d * q, so that d0 * q0 + d1 * q1 holds x to ~1/250 of plane 0's rounding. */
+static q8_rows quantize_rows(mtp_pool *p, int planes, int block, int64_t k, const float *x, int64_t n, int64_t ldx) {
+    const int64_t nb = k / block, ns = block == 256 ? k / 16 : 0, rows = n * planes;
+    float *r = mtp_scratch(p, (size_t)(4 * k + rows * (nb * 4 + ns * 2 + k)));  /* r: one row's residual */
+    q8_rows a;
+    a.d = r + k;
+    a.s = (int16_t *)(a.d + rows * nb);
+    a.q = (int8_t *)(a.s + rows * ns);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t v = planes * i;
+        mtp_k.quant(x + i * ldx, k, block, a.q + v * k, a.d + v * nb, a.s + v * ns);
+        if (planes < 2)
+            continue;
+        for (int64_t l = 0; l < k; l++)
+            r[l] = x[i * ldx + l] - a.d[v * nb + l / block] * (float)a.q[v * k + l];
+        mtp_k.quant(r, k, block, a.q + (v + 1) * k, a.d + (v + 1) * nb, a.s + (v + 1) * ns);
+    }
+    return a;
+}
+
+/* Weight rows [lo, hi) against int8 activations (mtp.h): every part quantizes the whole batch (the
+ * same bits in every part), then one path for any n: a few weight rows at a time, while they are in
+ * L1, against every group of four activation rows (with two planes, two tokens: each weight block
+ * decoded once for both planes), a token's result the first plane's product plus the second's. */
+static void matmul_q8(mtp_pool *p, int planes, const void *w, int type, int64_t lo, int64_t hi, int64_t k, const float *x,
+                      int64_t n, int64_t ldx, float *out, int64_t ldo) {
+    const int block = MTP_Q8_BLOCK(type);
+    const int64_t nb = k / block, ns = block == 256 ? k / 16 : 0, row_bytes = mtp_row_bytes(type, k), rows = n * planes;
+    int64_t chunk = Q8_ROW_BYTES / row_bytes < FUSED_ROWS ? FUSED_ROWS : Q8_ROW_BYTES / row_bytes;
+    chunk = chunk > Q8_MAX_ROWS ? Q8_MAX_ROWS : chunk;
+    const q8_rows a = quantize_rows(p, planes, block, k, x, n, ldx);
+    float part[4 * Q8_MAX_ROWS];  /* two planes: both products of two tokens */
+    for (int64_t j = lo; j < hi; j += chunk) {
+        const uint8_t *wj = (const uint8_t *)w + j * row_bytes;
+        const int64_t nr = hi - j < chunk ? hi - j : chunk;
+        for (int64_t v = 0; v < rows; v += 4) {
+            const int nt = rows - v >= 4 ? 4 : (int)(rows - v);
+            if (planes == 1) {
+                mtp_k.qdot[type](wj, row_bytes, nr, a.q + v * k, a.d + v * nb, a.s + v * ns, nt, k, out + v * ldo + j, ldo);
+                continue;
+            }
+            mtp_k.qdot[type](wj, row_bytes, nr, a.q + v * k, a.d + v * nb, a.s + v * ns, nt, k, part, nr);
+            for (int t = 0; t < nt / 2; t++)
+                for (int64_t r = 0; r < nr; r++)
+                    out[(v / 2 + t) * ldo + j + r] = part[2 * t * nr + r] + part[(2 * t + 1) * nr + r];
+        }
+    }
+}
+
+void mtp_matmul_rows(mtp_pool *p, int act, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
                      const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo) {
     int64_t lo, hi;
     mtp_split(m, part, nparts, &lo, &hi);
     if (lo >= hi)
         return;
+    if (act != MTP_ACT_F32 && mtp_k.qdot[type]) {
+        matmul_q8(p, act == MTP_ACT_Q8X2 ? 2 : 1, w, type, lo, hi, k, x, n, ldx, out, ldo);
+        return;
+    }
     const int64_t row_bytes = mtp_row_bytes(type, k), nb = k / 32;
     const int factored = MTP_FACTORED(type);
     mtp_vdot_fn vdot = mtp_k.vdot[type];

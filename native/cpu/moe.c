@@ -52,7 +52,7 @@ MTP_OP(mtp_op_moe) {
     float *xg = (float *)(first + E + 1), *hg = xg + n * d, *hu = hg + n * f, *yg = hu + n * f, *y = yg + n * d;
 
     if (phase == 0) {
-        mtp_matmul_rows(j->pool, part, nparts, gi->data, gi->type, E, d, x, n, d, router, E);
+        mtp_matmul_rows(j->pool, j->act, part, nparts, gi->data, gi->type, E, d, x, n, d, router, E);
     } else if (phase == 1) {  /* route every row, then list the (row, slot) pairs of each expert in order */
         if (part != 0)
             return;
@@ -79,9 +79,9 @@ MTP_OP(mtp_op_moe) {
             break;
         case 1: {
             int64_t bytes = mtp_row_bytes(gate->type, d) * f;
-            mtp_matmul_rows(j->pool, part, nparts, (const uint8_t *)gate->data + e * bytes, gate->type, f, d, xg, cnt, d, hg, f);
+            mtp_matmul_rows(j->pool, j->act, part, nparts, (const uint8_t *)gate->data + e * bytes, gate->type, f, d, xg, cnt, d, hg, f);
             bytes = mtp_row_bytes(up->type, d) * f;
-            mtp_matmul_rows(j->pool, part, nparts, (const uint8_t *)up->data + e * bytes, up->type, f, d, xg, cnt, d, hu, f);
+            mtp_matmul_rows(j->pool, j->act, part, nparts, (const uint8_t *)up->data + e * bytes, up->type, f, d, xg, cnt, d, hu, f);
             mtp_split(f, part, nparts, &lo, &hi);  /* the columns this part just wrote */
             for (int64_t r = 0; r < cnt; r++)
                 for (int64_t c = lo; c < hi; c++)
@@ -90,7 +90,7 @@ MTP_OP(mtp_op_moe) {
         }
         case 2: {
             int64_t bytes = mtp_row_bytes(down->type, f) * d;
-            mtp_matmul_rows(j->pool, part, nparts, (const uint8_t *)down->data + e * bytes, down->type, d, f, hg, cnt, f, yg, d);
+            mtp_matmul_rows(j->pool, j->act, part, nparts, (const uint8_t *)down->data + e * bytes, down->type, d, f, hg, cnt, f, yg, d);
             mtp_split(d, part, nparts, &lo, &hi);
             for (int64_t r = 0; r < cnt; r++)
                 memcpy(y + pick[r] * d + lo, yg + r * d + lo, (size_t)(hi - lo) * 4);

@@ -69,6 +69,7 @@ typedef struct {
     mtp_node *nodes;
     mtp_state *states;
     mtp_pool *pool;
+    int act;             /* the matrix products' activations: MTP_ACT_* (mtp_set_activations) */
     volatile int error;  /* nonzero op error code; checked after the run */
 } mtp_job;
 
@@ -101,6 +102,31 @@ typedef void (*mtp_kdot_fn)(const float *q, const float *sm, const float *x, int
  * tokens' sums (factored only) */
 typedef void (*mtp_vdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const float *x, int64_t ldx, const float *X,
                             int64_t ldX, int nt, int64_t k, float *out, int64_t ldo);
+/* ---- quantized activations (the backend's "q8" and "q8x2" modes, q8.c): each token row of x
+ * becomes int8 blocks of MTP_Q8_BLOCK(type) values with a float scale, as ggml's q8_0 / q8_K (but
+ * scales kept in f32). Per block: amax = max |x|, d = amax / 127, q = nearest-even(x * (127 / amax))
+ * (0 where amax is 0). Per 16 values (256-blocks only) the int16 sum of q. n rows lie at q + t * k,
+ * d + t * (k / block), s + t * (k / 16). q8x2 quantizes x - d * q (f32) the same way as a second
+ * plane and adds its product to the first's (matmul.c).
+ *
+ * Products with int8 activations (mtp_qdot_fn): per weight block an int32 integer sum, exact, then
+ * f32 arithmetic in one fixed order (never fused, so NumPy reproduces it bit for bit):
+ *   Q8_0 (32-blocks b):   t_b = (dw_b * dx_b) * isum_b, added into lane b % 8 of 8 partial sums
+ *                         (blocks past k padded with t = 0 up to a multiple of 8), then
+ *                         ((L0 + L4) + (L2 + L6)) + ((L1 + L5) + (L3 + L7));
+ *   Q4_K / Q5_K (256-blocks i, sub-blocks j):
+ *                         t_i = (d_i * dx_i) * sum_j sc_j * isum_ij - (dmin_i * dx_i) * sum_j mn_j * xsum_ij;
+ *   Q6_K (256-blocks i, 16-value groups g):
+ *                         t_i = (d_i * dx_i) * sum_g sc_g * isum_ig  (quants q - 32);
+ *   K-quants: the t_i summed in order from 0.
+ * Every SIMD level computes exactly these operations, so scalar, AVX2 and AVX-512 VNNI give the
+ * same bits, for every token whatever the batch. Types without a qdot keep f32 activations. */
+#define MTP_Q8_BLOCK(type) ((type) == T_Q4_K || (type) == T_Q5_K || (type) == T_Q6_K ? 256 : 32)
+typedef void (*mtp_quant_fn)(const float *x, int64_t k, int block, int8_t *q, float *d, int16_t *s);
+/* out[t * ldo + r] for weight rows r < nr (at w + r * row_bytes) and tokens t < nt (1..4) */
+typedef void (*mtp_qdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const int8_t *q, const float *d, const int16_t *s,
+                            int nt, int64_t k, float *out, int64_t ldo);
+
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
@@ -109,6 +135,8 @@ typedef struct {
     mtp_split_fn split;               /* mtp_split_kquant or a faster twin (the same floats) */
     mtp_kdot_fn kdot;
     mtp_vdot_fn vdot[T_COUNT];        /* fused decode-and-dot; NULL: decode a tile, then dot */
+    mtp_quant_fn quant;               /* one token row to int8 blocks */
+    mtp_qdot_fn qdot[T_COUNT];        /* int8-activation products; NULL: f32 activations */
 } mtp_kernels;
 extern mtp_kernels mtp_k;
 /* A Q4_K / Q5_K row as unscaled values q[k] (exact small integers) and, per super-block i,
@@ -117,6 +145,9 @@ void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k)
 int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
 float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
+void mtp_q8_scalar(mtp_kernels *k);          /* q8.c: the reference quantizer and qdots */
+void mtp_q8_avx2(mtp_kernels *k);            /* q8_avx2.c (AVX2 CPUs only) */
+int mtp_q8_vnni(mtp_kernels *k);             /* q8_vnni.c: 0 where the CPU lacks AVX-512 VNNI + VL */
 int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
 void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot entries (AVX2 CPUs only) */
 /* fused_avx512.c, on top of the AVX2 table: bit-identical AVX-512 twins of some of its kernels;
@@ -124,8 +155,11 @@ void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot 
 int mtp_kernels_avx512(mtp_kernels *k);
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
- * part `part` of `nparts` computes its share of the m output columns */
-void mtp_matmul_rows(mtp_pool *p, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
+ * part `part` of `nparts` computes its share of the m output columns. act: float32 activations
+ * (exact), or where the type has a qdot, one int8 plane (as llama.cpp), or two (the second
+ * quantizes the first one's rounding error; the sum of the two products) */
+enum { MTP_ACT_F32 = 0, MTP_ACT_Q8 = 1, MTP_ACT_Q8X2 = 2 };
+void mtp_matmul_rows(mtp_pool *p, int act, int part, int nparts, const void *w, int type, int64_t m, int64_t k,
                      const float *x, int64_t n, int64_t ldx, float *out, int64_t ldo);
 
 /* ---- ops (one file per family) */

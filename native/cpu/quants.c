@@ -257,4 +257,5 @@ void mtp_kernels_scalar(mtp_kernels *kt) {
     kt->sums = sums_scalar;
     kt->split = mtp_split_kquant;
     kt->kdot = kdot_scalar;
+    mtp_q8_scalar(kt);
 }

@@ -254,6 +254,7 @@ int mtp_kernels_avx2(mtp_kernels *kt) {
     kt->dotn = dotn_avx2;
     kt->sums = sums_avx2;
     mtp_fused_avx2(kt);  /* bit-identical to deq_* + dotn_avx2 above, or to split + its kdot */
+    mtp_q8_avx2(kt);     /* bit-identical to the scalar q8 kernels */
     return 1;
 }
 

@@ -1,0 +1,223 @@
+/* The int8-activation products (mtp.h) on x86, written once for the AVX2 and the AVX-512 VNNI
+ * builds: the including file defines
+ *   Q8_TARGET         the functions' target attribute;
+ *   q8_dot4(a, b)     8 int32 lanes, lane l = sum of a[4l + i] * b[4l + i] for i < 4 (a u8, b s8);
+ *   q8_dot16(c, p, s) c + pairwise p * s (int16 lanes in, int32 lanes out);
+ *   Q8_NAME(x)        the build's name for kernel x.
+ * The integer sums are exact whichever instructions form them (every int16 intermediate stays in
+ * range: |q| <= 127, weights at most 128 in magnitude for Q8_0 and 63 for the K-quants), and the
+ * float steps are mtp.h's, in its order, so both builds give the scalar kernels' bits. */
+#include <string.h>
+
+#include "q6k_x86.h"
+
+#define Q8_INLINE Q8_TARGET __attribute__((always_inline)) static inline
+
+Q8_INLINE float Q8_NAME(half)(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }
+
+Q8_INLINE int32_t Q8_NAME(hsum_i32)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* mtp.h's Q8_0 lane tree: ((L0 + L4) + (L2 + L6)) + ((L1 + L5) + (L3 + L7)) */
+Q8_INLINE float Q8_NAME(hsum_f32)(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* lane b = the sum of P[b]'s eight lanes */
+Q8_INLINE __m256i Q8_NAME(tree8)(const __m256i P[8]) {
+    __m256i a = _mm256_hadd_epi32(P[0], P[1]), b = _mm256_hadd_epi32(P[2], P[3]);
+    __m256i c = _mm256_hadd_epi32(P[4], P[5]), d = _mm256_hadd_epi32(P[6], P[7]);
+    __m256i lo = _mm256_hadd_epi32(a, b), hi = _mm256_hadd_epi32(c, d);  /* 128-bit halves: lanes 0-3, 4-7 of P */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+/* ---- Q8_0: eight blocks at a time, isum_b in lane b, then t_b = (dw_b * dx_b) * isum_b into L.
+ * nblk < 8 only for a row's last group (its missing blocks add t = 0, as mtp.h pads them). */
+Q8_INLINE void Q8_NAME(q8_0_group)(const uint8_t *w, const int8_t *q, const float *d, int nt, int64_t k, int64_t g, int nblk,
+                                   __m256 L[4]) {
+    const int64_t nb = k / 32;
+    short h[8] = {0};
+    __m256i aw[8], wb[8];  /* the blocks' quants and |w| (u8), shared by the tokens */
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; b++) {
+        if (b < nblk) {
+            h[b] = (short)(w[34 * (g + b)] | w[34 * (g + b) + 1] << 8);
+            wb[b] = _mm256_loadu_si256((const __m256i *)(w + 34 * (g + b) + 2));
+        } else {
+            wb[b] = _mm256_setzero_si256();
+        }
+        aw[b] = _mm256_sign_epi8(wb[b], wb[b]);
+    }
+    /* the eight f16 scales built in a register (a stack array read back whole stalls the load) */
+    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]));
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) {
+        const int8_t *xq = q + t * k + 32 * g;
+        __m256i P[8];
+#pragma GCC unroll 8
+        for (int b = 0; b < 8; b++)  /* |w| times x with w's sign: the products w * x (0 past nblk: w = 0) */
+            P[b] = q8_dot4(aw[b], _mm256_sign_epi8(b < nblk ? _mm256_loadu_si256((const __m256i *)(xq + 32 * b)) : wb[b], wb[b]));
+        __m256 dx;
+        if (nblk == 8) {
+            dx = _mm256_loadu_ps(d + t * nb + g);
+        } else {
+            float pad[8] = {0};
+            memcpy(pad, d + t * nb + g, (size_t)nblk * 4);
+            dx = _mm256_loadu_ps(pad);
+        }
+        L[t] = _mm256_add_ps(L[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(Q8_NAME(tree8)(P))));
+    }
+}
+
+Q8_INLINE void Q8_NAME(q8_0_rows)(const uint8_t *w, const int8_t *q, const float *d, int nt, int64_t k, float *out, int64_t ldo) {
+    const int64_t nb = k / 32;
+    __m256 L[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t g = 0;
+    for (; g + 8 <= nb; g += 8)
+        Q8_NAME(q8_0_group)(w, q, d, nt, k, g, 8, L);
+    if (g < nb)
+        Q8_NAME(q8_0_group)(w, q, d, nt, k, g, (int)(nb - g), L);
+    for (int t = 0; t < nt; t++)
+        out[t * ldo] = Q8_NAME(hsum_f32)(L[t]);
+}
+
+/* The eight 6-bit scales and mins of a Q4_K / Q5_K super-block (12 bytes at b + 4; the layout of
+ * mtp_kquant_scale_min): scb holds sc_0..sc_7 as bytes in every 8, mn16 the int16 lanes
+ * mn_0, mn_0, mn_1, mn_1, ..., mn_7, mn_7 (pairs of per-16 sums make a sub-block's sum). */
+Q8_INLINE void Q8_NAME(k45_scales)(const uint8_t *b, __m256i *scb, __m256i *mn16) {
+    uint32_t a, c, e;
+    memcpy(&a, b + 4, 4);
+    memcpy(&c, b + 8, 4);
+    memcpy(&e, b + 12, 4);
+    uint64_t sc = (a & 0x3f3f3f3f) | (uint64_t)((e & 0x0f0f0f0f) | ((a >> 2) & 0x30303030)) << 32;
+    uint64_t mn = (c & 0x3f3f3f3f) | (uint64_t)(((e >> 4) & 0x0f0f0f0f) | ((c >> 2) & 0x30303030)) << 32;
+    *scb = _mm256_set1_epi64x((long long)sc);
+    const __m256i pairs = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
+                                           4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    *mn16 = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)mn), pairs);
+}
+
+/* ---- Q4_K / Q5_K: per sub-block j, maddubs(q_j, x) scaled by sc_j into int32 lanes; the mins
+ * against the token's per-16 sums */
+Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int q5, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k,
+                                 float *out, int64_t ldo) {
+    const __m256i nib = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
+    float acc[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < k / 256; i++, b += q5 ? 176 : 144) {
+        __m256i scb, mn16;
+        Q8_NAME(k45_scales)(b, &scb, &mn16);
+        const uint8_t *qs = b + (q5 ? 48 : 16);
+        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256(), A[4];
+        for (int t = 0; t < nt; t++)
+            A[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+            v = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, nib);
+            if (q5)
+                v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, j), one), 4));
+            __m256i scv = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | j)));  /* sc_j in every int16 */
+            for (int t = 0; t < nt; t++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 32 * j));
+                A[t] = q8_dot16(A[t], _mm256_maddubs_epi16(v, x), scv);
+            }
+        }
+        const float dd = Q8_NAME(half)(b), dm = Q8_NAME(half)(b + 2);
+        for (int t = 0; t < nt; t++) {
+            __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
+            int32_t isum = Q8_NAME(hsum_i32)(A[t]), imn = Q8_NAME(hsum_i32)(_mm256_madd_epi16(S, mn16));
+            float dx = d[t * (k / 256) + i];
+            acc[t] += (dd * dx) * (float)isum - (dm * dx) * (float)imn;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * ldo] = acc[t];
+}
+
+/* ---- Q6_K: unsigned quants (0..63) times x, scaled per 16 values; then minus 32 * sc_g * (sum of
+ * the group's x) */
+Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k,
+                                  float *out, int64_t ldo) {
+    const __m256i nib = _mm256_set1_epi8(0xf), top = _mm256_set1_epi8(0x30), zero = _mm256_setzero_si256();
+    float acc[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < k / 256; i++, b += 210) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        __m256i A[4];
+        for (int t = 0; t < nt; t++)
+            A[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+            /* the half's eight int16 scales in both 128-bit lanes */
+            const __m256i sch = _mm256_permute2x128_si256(sc16, sc16, h ? 0x11 : 0x00);
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) {
+                __m256i v = q6_k_group(b, h, g, qh, nib, top, zero);
+                /* scale 2g for values 0..15 (the low 128 bits), 2g + 1 for 16..31 */
+                const __m256i pick = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                      4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                      4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
+                                                      4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
+                __m256i scv = _mm256_shuffle_epi8(sch, pick);
+                for (int t = 0; t < nt; t++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 128 * h + 32 * g));
+                    A[t] = q8_dot16(A[t], _mm256_maddubs_epi16(v, x), scv);
+                }
+            }
+        }
+        const float dd = Q8_NAME(half)(b + 208);
+        for (int t = 0; t < nt; t++) {
+            __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
+            __m256i lanes = _mm256_sub_epi32(A[t], _mm256_slli_epi32(_mm256_madd_epi16(S, sc16), 5));
+            acc[t] += (dd * d[t * (k / 256) + i]) * (float)Q8_NAME(hsum_i32)(lanes);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * ldo] = acc[t];
+}
+
+Q8_INLINE void Q8_NAME(q4_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
+    Q8_NAME(k45_rows)(b, 0, q, d, s, nt, k, out, ldo);
+}
+
+Q8_INLINE void Q8_NAME(q5_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
+    Q8_NAME(k45_rows)(b, 1, q, d, s, nt, k, out, ldo);
+}
+
+Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
+    (void)s;
+    Q8_NAME(q8_0_rows)(b, q, d, nt, k, out, ldo);
+}
+
+/* mtp_qdot_fn: nr weight rows, a constant nt per loop so the accumulators stay in registers */
+#define Q8_QDOT(name, rows)                                                                                            \
+    Q8_TARGET static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
+                               int nt, int64_t k, float *out, int64_t ldo) {                                          \
+        const uint8_t *b = w;                                                                                          \
+        switch (nt) {                                                                                                  \
+        case 4: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 4, k, out + r, ldo); break;                 \
+        case 3: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 3, k, out + r, ldo); break;                 \
+        case 2: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 2, k, out + r, ldo); break;                 \
+        default: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 1, k, out + r, ldo);                       \
+        }                                                                                                              \
+    }
+
+Q8_QDOT(Q8_NAME(qdot_q8_0), Q8_NAME(q8_0_rows_s))
+Q8_QDOT(Q8_NAME(qdot_q4_k), Q8_NAME(q4_k_rows))
+Q8_QDOT(Q8_NAME(qdot_q5_k), Q8_NAME(q5_k_rows))
+Q8_QDOT(Q8_NAME(qdot_q6_k), Q8_NAME(q6_k_rows))
+
+/* the build's kernels into the table */
+Q8_TARGET static void Q8_NAME(install)(mtp_kernels *kt) {
+    kt->qdot[T_Q8_0] = Q8_NAME(qdot_q8_0);
+    kt->qdot[T_Q4_K] = Q8_NAME(qdot_q4_k);
+    kt->qdot[T_Q5_K] = Q8_NAME(qdot_q5_k);
+    kt->qdot[T_Q6_K] = Q8_NAME(qdot_q6_k);
+}
