@@ -32,15 +32,6 @@ class DepthPolicy(Protocol):
     def choose(self, limit: int) -> int:
         """Depth for the next step, at most `limit`."""
 
-    def _row_cost_sample(self, sample: float) -> None:
-        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
-        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
-        slowly; the very first catch-up is no sample."""
-        if self._caught_up:
-            w = self.cost_decay
-            self.row_cost = min(sample, w * self.row_cost + (1 - w) * sample) if self.row_cost else sample
-        self._caught_up = True
-
     def observe(self, step: StepRecord) -> None:
         """Learn from a finished step (its drafts, acceptance and timings)."""
 
@@ -54,15 +45,6 @@ class FixedDepth:
 
     def choose(self, limit: int) -> int:
         return min(self.max_depth, limit)
-
-    def _row_cost_sample(self, sample: float) -> None:
-        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
-        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
-        slowly; the very first catch-up is no sample."""
-        if self._caught_up:
-            w = self.cost_decay
-            self.row_cost = min(sample, w * self.row_cost + (1 - w) * sample) if self.row_cost else sample
-        self._caught_up = True
 
     def observe(self, step: StepRecord) -> None:
         pass
