@@ -380,13 +380,14 @@ def test_logits_match_exact_reference(model, qtype, capsys):
 
 
 @needs_fixtures
+@pytest.mark.parametrize("activations", ["f32", "q8", "q8x2"])
 @pytest.mark.parametrize("model,qtype", [("tinycoder", "q4_k_m"), ("tiny-qwen35", "q6_k"), ("tiny-qwen35moe", "q8_0")])
-def test_model_rows_are_batch_and_thread_invariant(model, qtype):
+def test_model_rows_are_batch_and_thread_invariant(model, qtype, activations):
     loaded = mtprun.load(model_file(model, qtype), n_ctx=128).loaded
     seq = list(next(iter(prompts(model).values())))[:20]
     results = []
     for chunk, threads in ((1, 2), (2, 2), (4, 1), (5, 2), (20, 2)):
-        ctx = Context(loaded, CpuBackend(threads), 128, 20)
+        ctx = Context(loaded, CpuBackend(threads, activations), 128, 20)
         rows = []
         for b in range(0, len(seq), chunk):
             logits, _ = ctx.trunk(seq[b : b + chunk], b, list(range(len(seq[b : b + chunk]))))

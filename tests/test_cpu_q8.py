@@ -15,7 +15,6 @@ import mtprun
 import q8_model
 from fixtures import FIXTURES, MODELS, SHIPPED_TYPES, model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
-from mtprun.runner.context import Context
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Graph
 from test_cpu_backend import CpuBackend, random_weight, simd  # noqa: F401 (simd: a fixture)
@@ -146,25 +145,6 @@ def test_q8_distance_to_exact_beside_llama_cpp(model, qtype, mode, capsys):
                      f"by up to {max(r for *_, r in worse):.2f}x")
     else:
         pytest.fail("the per-position rule now holds for q8: drop the expected failure", pytrace=False)
-
-
-@needs_fixtures
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("model,qtype", [("tinycoder", "q4_k_m"), ("tiny-qwen35moe", "q8_0")])
-def test_q8_model_rows_are_batch_and_thread_invariant(model, qtype, mode):
-    loaded = mtprun.load(model_file(model, qtype), n_ctx=128).loaded
-    seq = list(next(iter(prompts(model).values())))[:20]
-    results = []
-    for chunk, threads in ((1, 2), (4, 1), (5, 2), (20, 2)):
-        ctx = Context(loaded, CpuBackend(threads, mode), 128, 20)
-        rows = []
-        for b in range(0, len(seq), chunk):
-            logits, _ = ctx.trunk(seq[b : b + chunk], b, list(range(len(seq[b : b + chunk]))))
-            ctx.commit(len(seq[b : b + chunk]))
-            rows.append(logits)
-        results.append(np.concatenate(rows))
-    for r in results[1:]:
-        assert np.array_equal(r, results[0])
 
 
 @needs_fixtures

@@ -95,12 +95,8 @@ MTP_AVX2 static inline void kfinish(const kacc *A, int nt, float *out, int64_t l
  * sub-blocks 0..3 keep the low 6 bits of bytes 0..3 (scales) and 4..7 (mins); 4..7 take a nibble
  * of bytes 8..11 and the top 2 bits of bytes 0..3 (scales) or 4..7 (mins). */
 MTP_AVX2 static inline void kscales(const uint8_t *b, float *sv, __m256 *m) {
-    uint32_t a, c, e;
-    memcpy(&a, b + 4, 4);
-    memcpy(&c, b + 8, 4);
-    memcpy(&e, b + 12, 4);
-    uint64_t sc = (a & 0x3f3f3f3f) | (uint64_t)((e & 0x0f0f0f0f) | ((a >> 2) & 0x30303030)) << 32;
-    uint64_t mn = (c & 0x3f3f3f3f) | (uint64_t)(((e >> 4) & 0x0f0f0f0f) | ((c >> 2) & 0x30303030)) << 32;
+    uint64_t sc, mn;
+    mtp_kquant_scales_mins(b, &sc, &mn);
     __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
     _mm256_storeu_ps(sv, _mm256_mul_ps(_mm256_set1_ps(half_at(b)), s));
     *m = _mm256_mul_ps(_mm256_set1_ps(half_at(b + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Op codes; the names (mtp_op_name) match runner.graph.OPS, and Python maps them by name. */
 enum {
@@ -186,6 +187,17 @@ static inline void mtp_kquant_scale_min(const uint8_t *s, int j, int *sc, int *m
         *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
         *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
     }
+}
+
+/* Q4_K / Q5_K: all eight 6-bit scales (sc) and mins (mn) of a super-block (its 12 scale bytes at
+ * b + 4), byte j holding sub-block j's: the SIMD kernels' form of mtp_kquant_scale_min. */
+static inline void mtp_kquant_scales_mins(const uint8_t *b, uint64_t *sc, uint64_t *mn) {
+    uint32_t a, c, e;
+    memcpy(&a, b + 4, 4);
+    memcpy(&c, b + 8, 4);
+    memcpy(&e, b + 12, 4);
+    *sc = (a & 0x3f3f3f3f) | (uint64_t)((e & 0x0f0f0f0f) | ((a >> 2) & 0x30303030)) << 32;
+    *mn = (c & 0x3f3f3f3f) | (uint64_t)(((e >> 4) & 0x0f0f0f0f) | ((c >> 2) & 0x30303030)) << 32;
 }
 
 /* Even split of [0, n) over nth threads. */

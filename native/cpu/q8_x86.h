@@ -92,12 +92,8 @@ Q8_INLINE void Q8_NAME(q8_0_rows)(const uint8_t *w, const int8_t *q, const float
  * mtp_kquant_scale_min): scb holds sc_0..sc_7 as bytes in every 8, mn16 the int16 lanes
  * mn_0, mn_0, mn_1, mn_1, ..., mn_7, mn_7 (pairs of per-16 sums make a sub-block's sum). */
 Q8_INLINE void Q8_NAME(k45_scales)(const uint8_t *b, __m256i *scb, __m256i *mn16) {
-    uint32_t a, c, e;
-    memcpy(&a, b + 4, 4);
-    memcpy(&c, b + 8, 4);
-    memcpy(&e, b + 12, 4);
-    uint64_t sc = (a & 0x3f3f3f3f) | (uint64_t)((e & 0x0f0f0f0f) | ((a >> 2) & 0x30303030)) << 32;
-    uint64_t mn = (c & 0x3f3f3f3f) | (uint64_t)(((e >> 4) & 0x0f0f0f0f) | ((c >> 2) & 0x30303030)) << 32;
+    uint64_t sc, mn;
+    mtp_kquant_scales_mins(b, &sc, &mn);
     *scb = _mm256_set1_epi64x((long long)sc);
     const __m256i pairs = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
                                            4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
