@@ -16,6 +16,8 @@ the output: the target's tokens are the same whatever was drafted.
 
 from __future__ import annotations
 
+from collections import deque
+from statistics import median
 from typing import Protocol
 
 from mtprun.runner.stats import StepRecord
@@ -50,19 +52,35 @@ class FixedDepth:
         pass
 
 
+class CostEstimate:
+    """A cost, as the median of its last `window` samples. Single steps jitter by tens of percent on
+    a busy machine, and a stall or a graph compile lifts one sample, not the estimate. Two estimators
+    failed here: a slowly falling average kept a depth's slow early samples (the policy then avoided
+    that depth and never sampled it again: 839 of 843 tinycoder steps plain); one that fell to any
+    lower sample at once put a cost sampled every step (plain decoding) at its luckiest, below the
+    seldom-sampled drafting costs (513 of 654 steps plain where depth 1 was 8% faster)."""
+
+    def __init__(self, window: int = 9) -> None:
+        self._samples: deque[float] = deque(maxlen=window)
+        self.value: float | None = None
+
+    def add(self, sample: float) -> None:
+        self._samples.append(sample)
+        self.value = median(self._samples)
+
+
 class AdaptiveDepth:
-    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, cost_decay: float = 0.9,
+    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, cost_window: int = 9,
                  prior_acceptance: float = 0.7, probe_interval: int = 8, max_probe_interval: int = 256) -> None:
         self.n_max = self.max_depth = n_max
         self.decay = decay  # acceptance follows the text within a few steps
-        # Single steps jitter by tens of percent on a busy machine: a cost estimate falls to a lower
-        # sample at once and rises over ~10 samples, each held to twice the estimate (_cost_sample).
-        self.cost_decay = cost_decay
         self.acceptance = [prior_acceptance] * n_max
-        self.draft_cost: float | None = None  # seconds per MTP draft call
-        self.row_cost = 0.0  # seconds per MTP cache row written by a catch-up (one per plain step)
+        self._draft = CostEstimate(cost_window)  # seconds per MTP draft call
+        self._row = CostEstimate(cost_window)  # seconds per MTP cache row written by a catch-up (one per plain step)
         self._caught_up = False  # a catch-up was seen (its graphs compiled)
-        self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds
+        self._verify_estimates: dict[int, CostEstimate] = {}
+        self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds (the estimates' values)
+        self._cost_window = cost_window
         # A backend compiles a graph the first time it meets a shape, so the first step at each verify
         # size (and the first drafting step) is not a cost sample: one such step measured 5x the
         # others, and a size the policy then never chose again kept that cost for good.
@@ -138,23 +156,13 @@ class AdaptiveDepth:
             return best + 1
         return best
 
-    def _cost_sample(self, old: float | None, sample: float) -> float:
-        """Falls to a lower sample at once, rises ~10% of the way per sample: a cost is the machine's,
-        and what lifts a sample (a stall, a cold cache, another program) passes. An estimate that
-        fell slowly kept a depth's early, slow samples: the policy then seldom chose that depth, so
-        few samples came to correct it (tinycoder: 839 of 843 steps plain, 0.86x the best depth)."""
-        if old is None:
-            return sample
-        w = self.cost_decay
-        return min(sample, w * old + (1 - w) * min(sample, 2 * old))
+    @property
+    def draft_cost(self) -> float | None:
+        return self._draft.value
 
-    def _row_cost_sample(self, sample: float) -> None:
-        """Catch-ups are rare and come in new batch sizes, whose graphs compile on first use (a first
-        64-row catch-up measured 4x the next): the estimate falls to a lower sample at once and rises
-        slowly; the very first catch-up is no sample."""
-        if self._caught_up:
-            self.row_cost = self._cost_sample(self.row_cost or None, sample)
-        self._caught_up = True
+    @property
+    def row_cost(self) -> float:
+        return self._row.value or 0.0
 
     def observe(self, step: StepRecord) -> None:
         n = len(step.draft)
@@ -164,14 +172,18 @@ class AdaptiveDepth:
             self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
         size = n + 1
         if size in self._warm:
-            self.verify_cost[size] = self._cost_sample(self.verify_cost.get(size), step.verify_seconds)
+            estimate = self._verify_estimates.setdefault(size, CostEstimate(self._cost_window))
+            estimate.add(step.verify_seconds)
+            self.verify_cost[size] = estimate.value
         if n:
             self._choice = None
             if 0 in self._warm:
-                self.draft_cost = self._cost_sample(self.draft_cost, (step.draft_seconds - step.catch_up_seconds) / n)
-                if step.catch_up_rows:
-                    self._row_cost_sample(step.catch_up_seconds / step.catch_up_rows)
+                self._draft.add((step.draft_seconds - step.catch_up_seconds) / n)
             self._warm.add(0)
+        if step.catch_up_rows:  # the first catch-up compiles its graphs: no sample
+            if self._caught_up:
+                self._row.add(step.catch_up_seconds / step.catch_up_rows)
+            self._caught_up = True
         self._warm.add(size)
         if self._probing is not None:
             # A probe that makes its depth the choice resets the pace; one that does not (drafts
