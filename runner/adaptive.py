@@ -62,11 +62,17 @@ class CostEstimate:
 
     def __init__(self, window: int = 9) -> None:
         self._samples: deque[float] = deque(maxlen=window)
-        self.value: float | None = None
+        self._value: float | None = None  # None: to be computed (a plain step only appends: ~1 us less)
 
     def add(self, sample: float) -> None:
         self._samples.append(sample)
-        self.value = median(self._samples)
+        self._value = None
+
+    @property
+    def value(self) -> float | None:
+        if self._value is None and self._samples:
+            self._value = median(self._samples)
+        return self._value
 
 
 class AdaptiveDepth:
@@ -78,8 +84,7 @@ class AdaptiveDepth:
         self._draft = CostEstimate(cost_window)  # seconds per MTP draft call
         self._row = CostEstimate(cost_window)  # seconds per MTP cache row written by a catch-up (one per plain step)
         self._caught_up = False  # a catch-up was seen (its graphs compiled)
-        self._verify_estimates: dict[int, CostEstimate] = {}
-        self.verify_cost: dict[int, float] = {}  # verify batch size -> seconds (the estimates' values)
+        self._verify_estimates: dict[int, CostEstimate] = {}  # verify batch size -> its cost
         self._cost_window = cost_window
         # A backend compiles a graph the first time it meets a shape, so the first step at each verify
         # size (and the first drafting step) is not a cost sample: one such step measured 5x the
@@ -107,16 +112,17 @@ class AdaptiveDepth:
 
     def _verify(self, size: int) -> float:
         """Measured cost of a verify batch, interpolated (or held flat beyond) from measured sizes."""
-        if size in self.verify_cost:
-            return self.verify_cost[size]
-        sizes = sorted(self.verify_cost)
+        costs = self._verify_estimates
+        if size in costs:
+            return costs[size].value
+        sizes = sorted(costs)
         lower = [s for s in sizes if s < size]
         upper = [s for s in sizes if s > size]
         if lower and upper:
             a, b = lower[-1], upper[0]
             w = (size - a) / (b - a)
-            return (1 - w) * self.verify_cost[a] + w * self.verify_cost[b]
-        return self.verify_cost[lower[-1] if lower else upper[0]]
+            return (1 - w) * costs[a].value + w * costs[b].value
+        return costs[lower[-1] if lower else upper[0]].value
 
     def tokens_per_second(self, n: int) -> float:
         cost = self._verify(n + 1) + (n * (self.draft_cost or 0.0) if n else self.row_cost)
@@ -124,7 +130,7 @@ class AdaptiveDepth:
 
     def best_depth(self, limit: int) -> int:
         top = min(self.n_max, limit)
-        if not self.verify_cost:
+        if not self._verify_estimates:
             # nothing measured yet: one draft, whose cost and acceptance are then measured; deeper
             # depths are predicted from there (untested positions keep the prior), so good drafts
             # go deep on the next step, while a model whose drafts fail has paid for one, not n_max
@@ -134,7 +140,7 @@ class AdaptiveDepth:
 
     def predicted_speedup(self) -> float:
         """Expected tokens/s at the current choice over plain decoding (needs verify(1) measured)."""
-        if 1 not in self.verify_cost:
+        if 1 not in self._verify_estimates:
             return float("nan")
         best = self.best_depth(self.n_max)
         return self.tokens_per_second(best) / self.tokens_per_second(0)
@@ -157,6 +163,11 @@ class AdaptiveDepth:
         return best
 
     @property
+    def verify_cost(self) -> dict[int, float]:
+        """Verify batch size -> seconds."""
+        return {k: self._verify_estimates[k].value for k in sorted(self._verify_estimates)}
+
+    @property
     def draft_cost(self) -> float | None:
         return self._draft.value
 
@@ -172,9 +183,9 @@ class AdaptiveDepth:
             self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
         size = n + 1
         if size in self._warm:
-            estimate = self._verify_estimates.setdefault(size, CostEstimate(self._cost_window))
-            estimate.add(step.verify_seconds)
-            self.verify_cost[size] = estimate.value
+            if size not in self._verify_estimates:
+                self._verify_estimates[size] = CostEstimate(self._cost_window)
+            self._verify_estimates[size].add(step.verify_seconds)
         if n:
             self._choice = None
             if 0 in self._warm:
@@ -199,6 +210,6 @@ class AdaptiveDepth:
             "acceptance": [round(a, 4) for a in self.acceptance],
             "draft_seconds": self.draft_cost,
             "catch_up_seconds_per_row": self.row_cost,
-            "verify_seconds": {k: self.verify_cost[k] for k in sorted(self.verify_cost)},
+            "verify_seconds": self.verify_cost,
             "predicted_speedup": self.predicted_speedup(),
         }
