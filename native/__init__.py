@@ -10,13 +10,15 @@ BACKENDS = ("auto", "cpu", "cuda", "vulkan", "metal", "numpy")
 # on a CPU driver (lavapipe), which the CPU backend beats. Metal is not tried until it has run on
 # an Apple GPU (it is written, not yet tested on hardware).
 AUTO_ORDER = ("cuda", "vulkan", "cpu", "numpy")
+# The CPU backend's matrix-product activations (index = native/cpu/mtp.h's MTP_ACT_*): "f32" exact,
+# "q8" int8 blocks as llama.cpp's, "q8x2" a second int8 plane for q8's rounding error.
+CPU_ACTIVATIONS = ("f32", "q8", "q8x2")
 
 
 def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, cpu_activations: str = "f32") -> Backend:
     """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
     native backends' thread pool (default: the CPUs this process may use); `cpu_activations` is the
-    CPU backend's activation mode (cpu_backend.ACTIVATIONS: "f32" exact, "q8" int8 as llama.cpp,
-    "q8x2" two int8 planes; other backends take f32)."""
+    CPU backend's activation mode (CPU_ACTIVATIONS; other backends take f32)."""
     if name == "auto":
         for candidate in AUTO_ORDER:
             try:

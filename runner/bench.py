@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -289,7 +289,7 @@ def _warm_up(model, ids: list[int], max_depth: int) -> None:
         model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
 
 
-def _best(times: list[float]) -> float:
+def best_after_warm_up(times: list[float]) -> float:
     """Best of the repetitions after the first (a warm-up); the least disturbed by other load on the machine."""
     return min(times[1:]) if len(times) > 1 else times[0]
 
@@ -344,7 +344,8 @@ def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: P
     return {"trunk_seconds": trunk, "draft_seconds": draft}
 
 
-def _timed(fn, *args) -> float:
+def timed(fn: Callable[..., object], *args: object) -> float:
+    """Wall seconds of one call fn(*args)."""
     t0 = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t0
@@ -352,11 +353,11 @@ def _timed(fn, *args) -> float:
 
 def _best_time(reps: int, fn, *args) -> float:
     """Best time of fn(*args) over at least reps runs after a warm-up (see COST_BUDGET_S)."""
-    _timed(fn, *args)
+    timed(fn, *args)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < reps or (len(times) < MAX_COST_RUNS and time.perf_counter() - start < COST_BUDGET_S):
-        times.append(_timed(fn, *args))
+        times.append(timed(fn, *args))
     return min(times)
 
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, _best, _timed
+from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, best_after_warm_up, timed
 from mtprun.runner.errors import MtprunError
 
 # speculative-simple's closing lines (after a log timestamp): "decoded  129 tokens in    0.081 seconds, ...",
@@ -53,8 +53,8 @@ def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], promp
         for r in range(config.repetitions + 1):
             progress.update(f"llama.cpp prefill {len(prefill_ids)} tokens, run {r + 1}/{config.repetitions + 1}", force=True)
             llm.reset()
-            times.append(_timed(llm.eval, prefill_ids))
-        prefill_s = _best(times)
+            times.append(timed(llm.eval, prefill_ids))
+        prefill_s = best_after_warm_up(times)
 
         generated, decode_s = 0, 0.0
         for i, ids in enumerate(prompt_ids):

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mtprun.native import BACKENDS
+from mtprun.native import BACKENDS, CPU_ACTIVATIONS
 from mtprun.runner.errors import MtprunError
 
 
@@ -34,7 +34,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_cpu_activations_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cpu-activations", choices=("f32", "q8", "q8x2"), default="f32",
+    p.add_argument("--cpu-activations", choices=CPU_ACTIVATIONS, default="f32",
                    help="CPU backend matrix products: f32 activations (exact, the default), q8 (int8 per "
                         "block as llama.cpp: faster, about llama.cpp's distance from exact) or q8x2 (a "
                         "second int8 plane for q8's rounding error: near exact)")
