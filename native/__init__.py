@@ -10,25 +10,27 @@ BACKENDS = ("auto", "cpu", "cuda", "vulkan", "metal", "numpy")
 # on a CPU driver (lavapipe), which the CPU backend beats. Metal is not tried until it has run on
 # an Apple GPU (it is written, not yet tested on hardware).
 AUTO_ORDER = ("cuda", "vulkan", "cpu", "numpy")
-# The CPU backend's matrix-product activations (index = native/cpu/mtp.h's MTP_ACT_*): "f32" exact,
-# "q8" int8 blocks as llama.cpp's, "q8x2" a second int8 plane for q8's rounding error.
-CPU_ACTIVATIONS = ("f32", "q8", "q8x2")
+# The matrix products' activations on the CPU and CUDA backends (index = native/cpu/mtp.h's
+# MTP_ACT_*): "f32" exact, "q8" int8 blocks as llama.cpp's, "q8x2" a second int8 plane for q8's
+# rounding error.
+ACTIVATIONS = ("f32", "q8", "q8x2")
+ACTIVATION_BACKENDS = ("cpu", "cuda")
 
 
-def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, cpu_activations: str = "f32") -> Backend:
+def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, activations: str = "f32") -> Backend:
     """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
-    native backends' thread pool (default: the CPUs this process may use); `cpu_activations` is the
-    CPU backend's activation mode (CPU_ACTIVATIONS; other backends take f32)."""
+    native backends' thread pool (default: the CPUs this process may use); `activations` is the
+    CPU and CUDA backends' activation mode (ACTIVATIONS; other backends take f32)."""
     if name == "auto":
         for candidate in AUTO_ORDER:
             try:
-                return create_backend(candidate, threads, for_auto=True, cpu_activations=cpu_activations)
+                return create_backend(candidate, threads, for_auto=True, activations=activations)
             except MtprunError:
                 continue
-    if cpu_activations != "f32" and name != "cpu":
+    if activations != "f32" and name not in ACTIVATION_BACKENDS:
         if for_auto:  # auto: a backend without the mode is skipped, not an error
             raise MtprunError(f"the {name} backend keeps f32 activations.")
-        raise MtprunError(f"--cpu-activations {cpu_activations} applies to the cpu backend only, not {name}.")
+        raise MtprunError(f"--activations {activations} applies to the cpu and cuda backends only, not {name}.")
     if name == "numpy":
         from mtprun.native.numpy_backend import NumpyBackend
 
@@ -36,11 +38,11 @@ def create_backend(name: str, threads: int | None = None, *, for_auto: bool = Fa
     if name == "cpu":
         from mtprun.native.cpu_backend import CpuBackend
 
-        return CpuBackend(threads, cpu_activations)
+        return CpuBackend(threads, activations)
     if name == "cuda":
         from mtprun.native.cuda_backend import CudaBackend
 
-        return CudaBackend()
+        return CudaBackend(activations=activations)
     if name == "vulkan":
         from mtprun.native.vulkan_backend import VulkanBackend
 

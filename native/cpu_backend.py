@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtprun.native import CPU_ACTIVATIONS
+from mtprun.native import ACTIVATIONS
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor
@@ -135,8 +135,8 @@ class CpuBackend:
     name = "cpu"
 
     def __init__(self, threads: int | None = None, activations: str = "f32") -> None:
-        if activations not in CPU_ACTIVATIONS:
-            raise MtprunError(f"CPU activations must be one of {', '.join(CPU_ACTIVATIONS)}, not {activations!r}.")
+        if activations not in ACTIVATIONS:
+            raise MtprunError(f"CPU activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
         self._lib = library()
         self._codes = _op_codes(self._lib)
         if threads is None:
@@ -148,7 +148,7 @@ class CpuBackend:
             raise MtprunError(f"the CPU backend could not start {threads} threads.")
         self.threads = int(self._lib.mtp_threads(self._pool))
         self.activations = activations
-        self._lib.mtp_set_activations(self._pool, CPU_ACTIVATIONS.index(activations))
+        self._lib.mtp_set_activations(self._pool, ACTIVATIONS.index(activations))
         self.simd = self._lib.mtp_simd_name().decode()
         self._raw: dict[str, WeightTensor] = {}
         self._f32: dict[str, np.ndarray] = {}

@@ -4,7 +4,8 @@
 A compiled graph's launch list is captured once into a CUDA graph. `run` writes the inputs and the
 committed-snapshot indices into page-locked memory, then on one stream: one copy in, one graph
 launch, one copy of the outputs (and the error flag) back, one synchronize. MTPRUN_CUDA_GRAPHS=0
-launches the kernels one by one instead.
+launches the kernels one by one instead. With `activations` "q8" or "q8x2" the Q8_0 and K-quant
+products take int8 activation rows (kernels/matmul_q8.cu); "f32" (the default) keeps them exact.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from mtprun.native import ACTIVATIONS
 from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.gpu import Compiled, GpuBackend
+from mtprun.runner.errors import MtprunError
 
 
 class CudaDevice:
@@ -23,7 +26,10 @@ class CudaDevice:
     device_seconds = None  # steps are not timed on the device
     mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
 
-    def __init__(self, ordinal: int = 0, graphs: bool | None = None) -> None:
+    def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
+        if activations not in ACTIVATIONS:
+            raise MtprunError(f"CUDA activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
+        self.activations = activations  # read by gpu.py's matmul emission
         self._drv = Driver(ordinal)
         self._k = Kernels(self._drv)
         self.name = self._drv.name
@@ -83,8 +89,13 @@ class CudaDevice:
 class CudaBackend(GpuBackend):
     name = "cuda"
 
-    def __init__(self, device: int = 0, graphs: bool | None = None) -> None:
-        super().__init__(CudaDevice(device, graphs))
+    def __init__(self, device: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
+        super().__init__(CudaDevice(device, graphs, activations))
+
+    @property
+    def activations(self) -> str:
+        """The matrix products' activations: "f32", "q8" or "q8x2"."""
+        return self._dev.activations
 
     @property
     def graphs(self) -> bool:

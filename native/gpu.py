@@ -40,6 +40,10 @@ _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention ker
 # The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
+# The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
+# weight types whose products take them, with their activation block (native/cpu/mtp.h's rule).
+ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
+Q8_BLOCKS = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
 
 
 def _p(x: int) -> c_uint64:
@@ -139,6 +143,8 @@ class Compiled:
     committed_view: np.ndarray | None = None  # int32 staging view of those slots
     touched: list[tuple[_Recurrent, int]] = field(default_factory=list)  # recurrent states a run writes, tokens
     keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
+    q8_rows: tuple[int, int] | None = None  # int8 activation rows and their scales (scratch), if used
+    q8_holds: tuple | None = None  # which (x node, block) those rows hold now
     program: Any = None  # what the device prepared from `launches`
 
 
@@ -334,14 +340,34 @@ class GpuBackend:
         build of the kernel says otherwise (its `mm_rows` / `mmid_rows`, unset or None: one per warp)."""
         return getattr(self._dev, f"{kernel}_rows", None) or _MM_WARPS
 
-    def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int) -> None:
+    def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int, x_node: int) -> None:
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
         nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
         grid = (-(-m // self._rows_per_workgroup("mm")), -(-n // nb))
+        planes = ACTIVATION_PLANES[getattr(self._dev, "activations", "f32")]
+        if planes and w.suffix in Q8_BLOCKS:
+            xq, xd = self._q8_rows(c, x, x_node, n, k, Q8_BLOCKS[w.suffix], planes)
+            self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", grid, 32 * _MM_WARPS,
+                         [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)])
+            return
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
+    def _q8_rows(self, c: Compiled, x: int, x_node: int, n: int, k: int, block: int, planes: int) -> tuple[int, int]:
+        """x's int8 rows for the products that follow: quantized into one scratch area per graph,
+        once for consecutive products of the same input (q, k, v; gate, up)."""
+        if c.q8_rows is None:  # sized for the graph's largest product input
+            values = max(int(np.prod(c.graph.nodes[nd.inputs[0]].shape, dtype=np.int64))
+                         for nd in c.graph.nodes if nd.op in ("matmul", "moe"))
+            c.q8_rows = (self._scratch(c, planes * values), self._scratch(c, 4 * planes * (values // 32)))
+        if c.q8_holds != (x_node, block):
+            blocks = n * (k // block)
+            self._launch(c, f"q8_rows_{block}", (max(1, min(-(-blocks // 4), MAX_GRID)), 1), 128,
+                         [_p(x), _p(c.q8_rows[0]), _p(c.q8_rows[1]), _i(n), _i(k), _i(planes)])
+            c.q8_holds = (x_node, block)
+        return c.q8_rows
+
     def _emit_matmul(self, c, nd, out, args, shapes) -> None:
-        self._matmul(c, args[0], args[1], out, nd.shape[0])
+        self._matmul(c, args[0], args[1], out, nd.shape[0], nd.inputs[0])
 
     def _emit_get_rows(self, c, nd, out, args, shapes) -> None:
         w: _Weight = args[0]
@@ -484,7 +510,7 @@ class GpuBackend:
         pairs = n * n_used
         logits, ids, wts = (self._scratch(c, 4 * k) for k in (n * n_expert, pairs, pairs))
         hidden, up_out, down_out = (self._scratch(c, 4 * pairs * k) for k in (n_ff, n_ff, d))
-        self._matmul(c, x, router, logits, n)
+        self._matmul(c, x, router, logits, n, nd.inputs[0])
         self._launch(c, "moe_route", (n, 1), 32, [_p(logits), _p(ids), _p(wts), _i(n_expert), _i(n_used)], shared=4 * n_expert)
         for w, dst, src, xdiv, m, k in ((gate, hidden, x, n_used, n_ff, d), (up, up_out, x, n_used, n_ff, d)):
             self._mmid(c, w, dst, src, ids, xdiv, pairs, m, k)

@@ -48,7 +48,7 @@ class Generation:
 
 class Model:
     def __init__(self, loaded: LoadedModel, backend: str, n_ctx: int, max_draft: int, threads: int | None,
-                 cpu_activations: str = "f32") -> None:
+                 activations: str = "f32") -> None:
         self.loaded = loaded
         self.path = loaded.path
         self.hparams = loaded.hp
@@ -61,7 +61,7 @@ class Model:
         self.tokenizer = Tokenizer.from_gguf(loaded.file.reader, str(loaded.path))
         self.chat_template: str | None = loaded.file.get("tokenizer.chat_template", None)
         self.n_ctx = n_ctx
-        engine = create_backend(backend, threads, cpu_activations=cpu_activations)
+        engine = create_backend(backend, threads, activations=activations)
         self.backend_name = engine.name
         self._ctx = Context(loaded, engine, n_ctx, max_draft + 1)
 
@@ -138,15 +138,15 @@ def load(
     mtp_model: str | Path | None = None,
     max_draft: int = 8,
     threads: int | None = None,
-    cpu_activations: str = "f32",
+    activations: str = "f32",
 ) -> Model:
     """Open a Qwen3.5 / Qwen3.5-MoE GGUF (optionally with an MTP-only sidecar) on a backend
-    ("auto": the fastest that starts here; "numpy" is the float32 reference). `cpu_activations`:
-    "f32" (exact), "q8" (the CPU backend's products take int8 activations, as llama.cpp's) or "q8x2"
+    ("auto": the fastest that starts here; "numpy" is the float32 reference). `activations`:
+    "f32" (exact), "q8" (the CPU and CUDA backends' products take int8 activations, as llama.cpp's) or "q8x2"
     (two int8 planes, the second for the first's rounding error: near exact)."""
     loaded = load_model(path, mtp_model)
     if n_ctx is None:
         n_ctx = min(loaded.hp.n_ctx_train or DEFAULT_N_CTX, DEFAULT_N_CTX)
     if n_ctx < 8:
         raise MtprunError(f"context size {n_ctx} is too small (8 tokens at least).")
-    return Model(loaded, backend, n_ctx, max_draft, threads, cpu_activations)
+    return Model(loaded, backend, n_ctx, max_draft, threads, activations)

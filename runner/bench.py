@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mtprun.native import BACKENDS
-from mtprun.runner.cli import add_cpu_activations_arg
+from mtprun.runner.cli import add_activations_arg
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
 from mtprun.runner.stats import GenerationStats, StepRecord
@@ -55,7 +55,7 @@ class BenchConfig:
     mtp_model: str | None
     backend: str
     threads: int
-    cpu_activations: str  # the CPU backend's matrix products: "f32", "q8" or "q8x2"
+    activations: str  # the CPU and CUDA backends' matrix products: "f32", "q8" or "q8x2"
     depths: tuple[int, ...]  # always starts with 0, the baseline
     auto: bool  # also measure the adaptive depth (`--spec-draft-n-max auto`)
     n_prompt: int
@@ -111,7 +111,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='prompt set: JSON [{"name", "kind", "text"}, ...] or text with prompts separated by "---" lines')
     p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions of every timing: prefill, costs, and each prompt's decode at each depth (the fastest is kept)")
     p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
-    add_cpu_activations_arg(p)
+    add_activations_arg(p)
     p.add_argument("--compare-llama", action="store_true", help="also run llama.cpp (llama-cpp-python) on the same file")
     p.add_argument("--llama-mtp", default=None, metavar="PROGRAM",
                    help="with --compare-llama: llama.cpp's llama-speculative-simple program, to also measure "
@@ -158,7 +158,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             raise MtprunError(f"{flag} must be at least 1, got {value}.")
     return BenchConfig(
         model=args.model, mtp_model=args.mtp_model, backend=args.backend, threads=args.threads,
-        cpu_activations=args.cpu_activations,
+        activations=args.activations,
         **dict(zip(("depths", "auto"), parse_depths(args.spec_draft_n_max))), n_prompt=args.n_prompt, n_gen=args.n_gen,
         repetitions=args.repetitions, prompts=tuple(load_prompts(args.prompts)),
         compare_llama=args.compare_llama, llama_mtp=args.llama_mtp, n_ctx=args.ctx_size,
@@ -221,7 +221,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     prefill_ids = _cycle([t for ids in prompt_ids for t in ids], config.n_prompt)
     longest = max(map(len, prompt_ids)) + config.n_gen + max(depths) + 2
     model = load(config.model, backend=config.backend, n_ctx=config.n_ctx or max(config.n_prompt + 1, longest) + 8,
-                 mtp_model=config.mtp_model, max_draft=max(max(depths), 1), cpu_activations=config.cpu_activations,
+                 mtp_model=config.mtp_model, max_draft=max(max(depths), 1), activations=config.activations,
                  **load_kwargs)
     if max(longest, config.n_prompt + 1) > model.n_ctx:
         raise MtprunError(f"context size {model.n_ctx} is too small for {config.n_prompt} prefill tokens, "
@@ -246,7 +246,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         "backend": model.backend_name,
         "has_mtp": model.has_mtp,
         "threads": {"requested": config.threads, "ours": threads_note},
-        "cpu_activations": config.cpu_activations,
+        "activations": config.activations,
         "n_ctx": model.n_ctx,
         "n_prompt": config.n_prompt,
         "n_gen": config.n_gen,

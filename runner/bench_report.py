@@ -37,7 +37,7 @@ def format_report(r: dict) -> str:
     ours_threads = "" if threads["ours"] == threads["requested"] else f" (ours: {threads['ours']})"
     out = [
         f"mtprun bench: {Path(r['model']).name}" + (f" + {Path(r['mtp_model']).name}" if r["mtp_model"] else "")
-        + f", backend {r['backend']}" + (f" ({r['cpu_activations']} activations)" if r["backend"] == "cpu" else "")
+        + f", backend {r['backend']}" + (f" ({r['activations']} activations)" if r["backend"] in ("cpu", "cuda") else "")
         + f", threads {threads['requested']}{ours_threads}",
         f"{len(r['prompts'])} prompts ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}), greedy, "
         f"{r['n_gen']} tokens each; prefill test {r['n_prompt']} tokens, best of {r['repetitions']}",

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mtprun.native import BACKENDS, CPU_ACTIVATIONS
+from mtprun.native import BACKENDS, ACTIVATIONS
 from mtprun.runner.errors import MtprunError
 
 
@@ -29,13 +29,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="where the model runs (auto: the fastest that starts here; numpy: the reference)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
-    add_cpu_activations_arg(p)
+    add_activations_arg(p)
     p.add_argument("--mtp-model", default=None, help="MTP-only sidecar GGUF for a model without an MTP head")
 
 
-def add_cpu_activations_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cpu-activations", choices=CPU_ACTIVATIONS, default="f32",
-                   help="CPU backend matrix products: f32 activations (exact, the default), q8 (int8 per "
+def add_activations_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--activations", choices=ACTIVATIONS, default="f32",
+                   help="CPU and CUDA matrix products: f32 activations (exact, the default), q8 (int8 per "
                         "block as llama.cpp: faster, about llama.cpp's distance from exact) or q8x2 (a "
                         "second int8 plane for q8's rounding error: near exact)")
 
@@ -129,7 +129,7 @@ def _load(args: argparse.Namespace):
     if args.threads is not None and args.threads < 1:
         raise MtprunError(f"--threads must be at least 1, got {args.threads}.")
     model = load(args.model, backend=args.backend, n_ctx=args.ctx_size, mtp_model=args.mtp_model, threads=args.threads,
-                 cpu_activations=args.cpu_activations)
+                 activations=args.activations)
     return model
 
 

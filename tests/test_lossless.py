@@ -8,23 +8,24 @@ import numpy as np
 import pytest
 
 import mtprun
-from fixtures import MODELS, backend_params, rows_in_batches, model_file, needs_fixtures, prompts
+from fixtures import MODELS, backend_param, backend_params, rows_in_batches, model_file, needs_fixtures, prompts
 
 pytestmark = needs_fixtures
 
 _CACHE: dict[tuple[str, str], mtprun.Model] = {}
 
 
-# Every backend, and the CPU backend with int8 activations too ("cpu:q8", "cpu:q8x2"): their
-# rounding is batch-invariant as well, so drafting changes no token there either.
-BACKENDS = [*backend_params(), pytest.param("cpu:q8"), pytest.param("cpu:q8x2")]
+# Every backend, and the CPU and CUDA backends with int8 activations too ("cpu:q8", "cuda:q8x2"):
+# their rounding is batch-invariant as well, so drafting changes no token there either.
+BACKENDS = [*backend_params(), *(pytest.param(f"{engine}:{mode}", marks=backend_param(engine).marks)
+                                 for engine in ("cpu", "cuda") for mode in ("q8", "q8x2"))]
 
 
 def _model(name: str, backend: str) -> mtprun.Model:
     if (name, backend) not in _CACHE:
         engine, _, activations = backend.partition(":")
         _CACHE[(name, backend)] = mtprun.load(model_file(name, "q8_0"), backend=engine, n_ctx=512,
-                                              cpu_activations=activations or "f32")
+                                              activations=activations or "f32")
     return _CACHE[(name, backend)]
 
 

@@ -132,9 +132,12 @@ def _msl() -> dict:
 
 
 def test_every_cuda_kernel_has_a_metal_twin_of_the_same_name():
+    """Every kernel gpu.py launches on any device; the int8-activation kernels (q8_*) are CUDA's own:
+    gpu.py launches them only for a device whose `activations` asks for them."""
     cuda = _cuda_kernel_names()
     assert {"mm_q6_k_8", "mmid_bf16", "get_rows_q4_0", "ssm_conv_5", "delta_net_128", "norm_rows", "attention"} <= cuda
-    assert set(_msl()["kernels"]) == cuda
+    assert {"q8_rows_256", "q8_mm_q4_k_1_2", "q8_mm_q6_k_8_1", "q8_mm_q8_0_4_2"} <= cuda
+    assert set(_msl()["kernels"]) == {name for name in cuda if not name.startswith("q8_")}
 
 
 def test_templated_kernels_follow_gpu_tables():

@@ -1,0 +1,301 @@
+// The "q8" and "q8x2" activation modes (CUDA only: gpu.py launches these where the device's
+// `activations` asks for them): each row of x becomes int8 blocks with a float scale, then products
+// with Q4_K, Q5_K, Q6_K and Q8_0 weights run on integer dot products (dp4a: four values an
+// instruction, exact), where the float32 path spends three instructions a value and so cannot keep
+// up with the memory. Quantization is the CPU backend's (native/cpu/mtp.h): per block of 256
+// (K-quants) or 32 (Q8_0) values, amax = max |x|, d = amax / 127, q = nearest-even(x * (127 / amax))
+// (0 where amax is 0); q8x2 adds a second plane that quantizes x - d * q the same way. Token t's
+// plane p is row P t + p of the int8 rows. A row's sum runs in a fixed order whatever the batch:
+// every lane covers the same blocks in the same order for each token, then a butterfly.
+
+// x [n, k] -> int8 rows q [n P, k] and their scales d [n P, k / B]; one warp per block of B values.
+template <int B>
+__device__ __forceinline__ void q8_rows(const float* x, i8* q, float* d, int n, int k, int planes) {
+    constexpr int V = B / 32;  // values per lane, consecutive
+    const int lane = threadIdx.x & 31, per_row = k / B;
+    const i64 total = (i64)n * per_row;
+    for (i64 blk = (i64)blockIdx.x * 4 + (threadIdx.x >> 5); blk < total; blk += (i64)gridDim.x * 4) {
+        const int t = (int)(blk / per_row), b = (int)(blk % per_row);
+        const float* xb = x + (i64)t * k + (i64)b * B + lane * V;
+        float v[V];
+#pragma unroll
+        for (int i = 0; i < V; i++) v[i] = xb[i];
+        for (int p = 0; p < planes; p++) {
+            float amax = 0.0f;
+#pragma unroll
+            for (int i = 0; i < V; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f, scale = amax / 127.0f;
+            const i64 row = (i64)t * planes + p;
+            i8* qo = q + row * k + (i64)b * B + lane * V;
+#pragma unroll
+            for (int i = 0; i < V; i++) {
+                const int qi = __float2int_rn(v[i] * inv);
+                qo[i] = (i8)qi;
+                v[i] = v[i] - scale * (float)qi;  // the next plane's input (two roundings: --fmad=false)
+            }
+            if (lane == 0) d[row * per_row + b] = scale;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) q8_rows_32(const float* x, i8* q, float* d, int n, int k, int planes) {
+    q8_rows<32>(x, q, d, n, k, planes);
+}
+
+extern "C" __global__ void __launch_bounds__(128) q8_rows_256(const float* x, i8* q, float* d, int n, int k, int planes) {
+    q8_rows<256>(x, q, d, n, k, planes);
+}
+
+__device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, (int)b, c); }
+
+__device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4*)p); }
+
+// Per format: which block (unit) a lane reads at each warp step (as Fast<T> in matmul.cu), its
+// weight quants unpacked to bytes (unsigned below 128, or Q8_0's signed ones: both fit dp4a's signed
+// operands) with integer scales, the x quants it meets, and its part of the product.
+
+// Q4_K and Q5_K: lane c of 4 per super-block, 8 super-blocks a step; its 32 quant bytes hold
+// values 64c+i (sub-block 2c, low nibbles) and 64c+32+i (sub-block 2c+1, high nibbles); Q5_K's
+// fifth bits are bits 2c and 2c+1 of qh byte i.
+template <bool Q5> struct IntK45 {
+    static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = Q5 ? 176 : 144;
+    int unit, c;
+    __device__ IntK45(int lane) : unit(lane >> 2), c(lane & 3) {}
+    __device__ int units(int k) const { return k >> 8; }
+    struct Load { uint4 head, q[2], qh[2]; };
+    __device__ Load load(const u8* row, int u) const {
+        const u8* b = row + (i64)u * BYTES;  // 16-byte aligned: 144- or 176-byte blocks from 256-aligned buffers
+        Load l;
+        l.head = ld_stream16(b);
+        l.q[0] = ld_stream16(b + (Q5 ? 48 : 16) + 32 * c);
+        l.q[1] = ld_stream16(b + (Q5 ? 64 : 32) + 32 * c);
+        if constexpr (Q5) {
+            l.qh[0] = ld_stream16(b + 16);
+            l.qh[1] = ld_stream16(b + 32);
+        }
+        return l;
+    }
+    struct W { u32 lo[8], hi[8]; int sc0, sc1, mn0, mn1; float d, dmin; };
+    __device__ W unpack(const Load& l) const {
+        W w;
+        const u32 q[8] = {l.q[0].x, l.q[0].y, l.q[0].z, l.q[0].w, l.q[1].x, l.q[1].y, l.q[1].z, l.q[1].w};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            w.lo[i] = q[i] & 0x0F0F0F0Fu;
+            w.hi[i] = (q[i] >> 4) & 0x0F0F0F0Fu;
+        }
+        if constexpr (Q5) {
+            const u32 qh[8] = {l.qh[0].x, l.qh[0].y, l.qh[0].z, l.qh[0].w, l.qh[1].x, l.qh[1].y, l.qh[1].z, l.qh[1].w};
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                w.lo[i] |= ((qh[i] >> (2 * c)) & 0x01010101u) << 4;
+                w.hi[i] |= ((qh[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+            }
+        }
+        w.d = h2f((u16)l.head.x);
+        w.dmin = h2f((u16)(l.head.x >> 16));
+        const u32 s0 = l.head.y, s1 = l.head.z, s2 = l.head.w;
+        const bool up = c >= 2;  // sub-blocks 4..7 keep their two high bits in bytes 0..7
+        const u32 sc = up ? (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u) : s0 & 0x3F3F3F3Fu;
+        const u32 mn = up ? ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u) : s1 & 0x3F3F3F3Fu;
+        const u32 e = 8 * ((2 * c) & 3);
+        w.sc0 = (sc >> e) & 0xFF;
+        w.sc1 = (sc >> (e + 8)) & 0xFF;
+        w.mn0 = (mn >> e) & 0xFF;
+        w.mn1 = (mn >> (e + 8)) & 0xFF;
+        return w;
+    }
+    struct X { u32 a[8], b[8]; int sa, sb; float d; };  // x quants of both sub-blocks, their sums, the scale
+    __device__ X x(const i8* xq, const float* xd, int u) const {
+        X v;
+        const i8* p = xq + 256 * u + 64 * c;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const uint4 a = ld_x16(p + 16 * i), b = ld_x16(p + 32 + 16 * i);
+            v.a[4 * i] = a.x, v.a[4 * i + 1] = a.y, v.a[4 * i + 2] = a.z, v.a[4 * i + 3] = a.w;
+            v.b[4 * i] = b.x, v.b[4 * i + 1] = b.y, v.b[4 * i + 2] = b.z, v.b[4 * i + 3] = b.w;
+        }
+        v.sa = v.sb = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            v.sa = dp4(v.a[i], 0x01010101u, v.sa);
+            v.sb = dp4(v.b[i], 0x01010101u, v.sb);
+        }
+        v.d = __ldg(xd + u);
+        return v;
+    }
+    __device__ float dot(const W& w, const X& v) const {
+        int ia = 0, ib = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            ia = dp4(w.lo[i], v.a[i], ia);
+            ib = dp4(w.hi[i], v.b[i], ib);
+        }
+        const int isum = w.sc0 * ia + w.sc1 * ib, imn = w.mn0 * v.sa + w.mn1 * v.sb;
+        return (w.d * v.d) * (float)isum - (w.dmin * v.d) * (float)imn;
+    }
+};
+
+template <int T> struct Int;
+template <> struct Int<T_Q4_K> : IntK45<false> { using IntK45<false>::IntK45; };
+template <> struct Int<T_Q5_K> : IntK45<true> { using IntK45<true>::IntK45; };
+
+// Q6_K: lane (half, j) of 4 per super-block, 8 a step: runs t < 4 of 16 values at
+// 128 half + 32t + 16j, each one scale group (8 half + j + 2t): low bits from ql bytes 64 half + 16j
+// (t even; high nibbles for t >= 2) or 64 half + 32 + 16j (t odd), bits 2t, 2t+1 from qh bytes
+// 32 half + 16j. Quants q - 32 taken as q with 32 times the run's x sum subtracted.
+template <> struct Int<T_Q6_K> {
+    static constexpr int PER_STEP = 8, BLOCK = 256;
+    int unit, half, j;
+    __device__ Int(int lane) : unit(lane >> 2), half((lane >> 1) & 1), j(lane & 1) {}
+    __device__ int units(int k) const { return k >> 8; }
+    struct Load { u32 qa[4], qb[4], qh[4], sc[2]; u16 d; };
+    __device__ Load load(const u8* row, int u) const {
+        const u8* b = row + (i64)u * 210;  // 210-byte blocks: only 2-byte aligned
+        Load l;
+        ld_words<4>(b + 64 * half + 16 * j, l.qa);
+        ld_words<4>(b + 64 * half + 32 + 16 * j, l.qb);
+        ld_words<4>(b + 128 + 32 * half + 16 * j, l.qh);
+        ld_words<2>(b + 192 + 8 * half, l.sc);
+        l.d = ld16(b + 208);
+        return l;
+    }
+    struct W { u32 q[4][4]; int sc[4]; float d; };
+    __device__ W unpack(const Load& l) const {
+        W w;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const u32 qa = l.qa[i], qb = l.qb[i], hb = l.qh[i];
+            w.q[0][i] = (qa & 0x0F0F0F0Fu) | ((hb << 4) & 0x30303030u);
+            w.q[1][i] = (qb & 0x0F0F0F0Fu) | ((hb << 2) & 0x30303030u);
+            w.q[2][i] = ((qa >> 4) & 0x0F0F0F0Fu) | (hb & 0x30303030u);
+            w.q[3][i] = ((qb >> 4) & 0x0F0F0F0Fu) | ((hb >> 2) & 0x30303030u);
+        }
+        const u32 e = 8 * j;
+        w.sc[0] = (int)(signed char)(l.sc[0] >> e);
+        w.sc[1] = (int)(signed char)(l.sc[0] >> (e + 16));
+        w.sc[2] = (int)(signed char)(l.sc[1] >> e);
+        w.sc[3] = (int)(signed char)(l.sc[1] >> (e + 16));
+        w.d = h2f(l.d);
+        return w;
+    }
+    struct X { uint4 q[4]; int s[4]; float d; };
+    __device__ X x(const i8* xq, const float* xd, int u) const {
+        X v;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            v.q[t] = ld_x16(xq + 256 * u + 128 * half + 32 * t + 16 * j);
+            v.s[t] = dp4(v.q[t].x, 0x01010101u, dp4(v.q[t].y, 0x01010101u, dp4(v.q[t].z, 0x01010101u, dp4(v.q[t].w, 0x01010101u, 0))));
+        }
+        v.d = __ldg(xd + u);
+        return v;
+    }
+    __device__ float dot(const W& w, const X& v) const {
+        int isum = 0;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            const int s = dp4(w.q[t][0], v.q[t].x, dp4(w.q[t][1], v.q[t].y, dp4(w.q[t][2], v.q[t].z, dp4(w.q[t][3], v.q[t].w, 0))));
+            isum += w.sc[t] * (s - 32 * v.s[t]);
+        }
+        return (w.d * v.d) * (float)isum;
+    }
+};
+
+// Q8_0: lane h of 2 per 32-value block, 16 blocks a step: quants 16h .. 16h+15.
+template <> struct Int<T_Q8_0> {
+    static constexpr int PER_STEP = 16, BLOCK = 32;
+    Fast<T_Q8_0> f;
+    int unit;
+    __device__ Int(int lane) : f(lane), unit(f.unit) {}
+    __device__ int units(int k) const { return k >> 5; }
+    using Load = Fast<T_Q8_0>::Load;
+    __device__ Load load(const u8* row, int u) const { return f.load(row, u); }
+    struct W { u32 q[4]; float d; };
+    __device__ W unpack(const Load& l) const { return {{l.q[0], l.q[1], l.q[2], l.q[3]}, h2f(l.d)}; }
+    struct X { uint4 q; float d; };
+    __device__ X x(const i8* xq, const float* xd, int u) const { return {ld_x16(xq + 32 * u + 16 * f.h), __ldg(xd + u)}; }
+    __device__ float dot(const W& w, const X& v) const {
+        const int isum = dp4(w.q[0], v.q.x, dp4(w.q[1], v.q.y, dp4(w.q[2], v.q.z, dp4(w.q[3], v.q.w, 0))));
+        return (w.d * v.d) * (float)isum;
+    }
+};
+
+// y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(m / MM_ROWS), ceil(n / NB)).
+// Each warp takes MM_R weight rows (rows past m clamped to the last: computed, never stored) and
+// reads each x block once for all of them; the next step's weights load during this step's work.
+template <int T, int NB, int P>
+__device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
+    using F = Int<T>;
+    constexpr int R = MM_R;
+    const int lane = threadIdx.x & 31;
+    const int j0 = (blockIdx.x * MM_WARPS + (threadIdx.x >> 5)) * R;
+    if (j0 >= m) return;  // warps share nothing here
+    const F f(lane);
+    const int r0 = blockIdx.y * NB, nr = min(NB, n - r0), units = f.units(k), per_row = k / F::BLOCK;
+    const u8* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) rows[r] = W + (i64)min(j0 + r, m - 1) * row_bytes;
+    float acc[R][NB];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.0f;
+    typename F::Load next[R];
+    if (f.unit < units) {
+#pragma unroll
+        for (int r = 0; r < R; r++) next[r] = f.load(rows[r], f.unit);
+    }
+    for (int u = f.unit; u < units; u += F::PER_STEP) {
+        typename F::W w[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) w[r] = f.unpack(next[r]);
+        if (u + F::PER_STEP < units) {
+#pragma unroll
+            for (int r = 0; r < R; r++) next[r] = f.load(rows[r], u + F::PER_STEP);
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const i64 row0 = (i64)(r0 + min(b, nr - 1)) * P;
+#pragma unroll
+            for (int p = 0; p < P; p++) {
+                const typename F::X v = f.x(xq + (row0 + p) * k, xd + (row0 + p) * per_row, u);
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r][b] = acc[r][b] + f.dot(w[r], v);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = warp_sum(acc[r][b]);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+                if (j0 + r < m && b < nr) y[(i64)(r0 + b) * m + j0 + r] = acc[r][b];
+    }
+}
+
+#define Q8_MM(NAME, T, NB, P)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * MM_WARPS) q8_mm_##NAME##_##NB##_##P(                    \
+        const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        q8_mm<T, NB, P>(W, row_bytes, xq, xd, y, n, m, k);                                                     \
+    }
+
+#define Q8_KERNELS(NAME, T)                                                                                    \
+    Q8_MM(NAME, T, 1, 1)                                                                                       \
+    Q8_MM(NAME, T, 2, 1)                                                                                       \
+    Q8_MM(NAME, T, 4, 1)                                                                                       \
+    Q8_MM(NAME, T, 8, 1)                                                                                       \
+    Q8_MM(NAME, T, 1, 2)                                                                                       \
+    Q8_MM(NAME, T, 2, 2)                                                                                       \
+    Q8_MM(NAME, T, 4, 2)                                                                                       \
+    Q8_MM(NAME, T, 8, 2)
+
+Q8_KERNELS(q8_0, T_Q8_0)
+Q8_KERNELS(q4_k, T_Q4_K)
+Q8_KERNELS(q5_k, T_Q5_K)
+Q8_KERNELS(q6_k, T_Q6_K)
