@@ -267,7 +267,6 @@ def run(config: BenchConfig, progress: Progress) -> dict:
             llama["mtp"] = bench_llama.measure_llama_mtp(config, config.llama_mtp, n_ctx, gpu, progress)
         bench_llama.add_ratios(result, llama)
         result["llama_cpp"] = llama
-        result["peak_rss_mib_with_llama_cpp"] = peak_rss_mib()
     return result
 
 

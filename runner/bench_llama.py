@@ -1,7 +1,8 @@
 """llama.cpp, the baseline of `mtprun bench --compare-llama`, measured on the same file in the same run.
 
-Plain decoding and prefill run in this process through llama-cpp-python, on our token ids and thread
-count, one token per step. That binding has no draft-mtp decoding (its `Llama` drafts only through a
+Plain decoding and prefill run through llama-cpp-python, on our token ids and thread count, one token
+per step, in a child process of their own: llama.cpp's GPU runtime never shares a process with our
+backend, and a crash of llama.cpp is reported, not fatal. That binding has no draft-mtp decoding (its `Llama` drafts only through a
 `LlamaDraftModel` such as prompt lookup), so llama.cpp's MTP is measured, when `--llama-mtp` names
 it, by llama.cpp's own `llama-speculative-simple` program (`--spec-type draft-mtp`), built from the
 source llama-cpp-python vendors: one process per prompt, depth and repetition, its own timer.
@@ -9,13 +10,16 @@ source llama-cpp-python vendors: one process per prompt, depth and repetition, i
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, best_after_warm_up, timed
+from mtprun.runner.bench import PREFILL_BATCH, BenchConfig, BenchPrompt, Progress, best_after_warm_up, peak_rss_mib, timed
 from mtprun.runner.errors import MtprunError
 
 # speculative-simple's closing lines (after a log timestamp): "decoded  129 tokens in    0.081 seconds, ...",
@@ -36,6 +40,16 @@ def import_llama_cpp():
 
 def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
                   eog: frozenset[int], progress: Progress, gpu: bool) -> dict:
+    """_measure_llama in a fresh (spawned) process."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_measure_llama, config, n_ctx, prefill_ids, prompt_ids, eog, progress, gpu).result()
+        except BrokenProcessPool:
+            raise MtprunError("llama.cpp (llama-cpp-python) crashed while measuring the baseline.") from None
+
+
+def _measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
+                   eog: frozenset[int], progress: Progress, gpu: bool) -> dict:
     """llama.cpp's plain prefill and one-token-per-step greedy decode on the same ids, file and threads
     (every layer offloaded when ours ran on a GPU; the GPU llama.cpp uses is the one it was built for)."""
     llama_cpp = import_llama_cpp()
@@ -87,6 +101,7 @@ def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], promp
         "prefill_tokens_per_s": len(prefill_ids) / prefill_s,
         "decode_tokens_per_s": generated / decode_s,
         "tokens": generated,
+        "peak_rss_mib": peak_rss_mib(),  # of llama.cpp's own process
         "mtp": None,
     }
 

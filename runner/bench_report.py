@@ -65,7 +65,7 @@ def format_report(r: dict) -> str:
         out += ["", f"auto: steps per chosen depth {{{chosen}}}; its 'ideal' column is its own predicted speedup."]
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
-        rss += f" ({_num(r['peak_rss_mib_with_llama_cpp'])} MiB once llama.cpp had run in the same process)"
+        rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"
     out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3).",
             *textwrap.wrap(r["ideal_formula"] + ".", 100)]
     if llama:
