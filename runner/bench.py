@@ -479,7 +479,13 @@ def _auto_row(runs: dict, prompts: Sequence[BenchPrompt], kinds: list[str]) -> d
 
 
 def peak_rss_mib() -> float | None:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far: Linux's VmHWM (this program's own; ru_maxrss
+    would carry a parent's peak into a child started by fork and exec), else ru_maxrss (KiB, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 2**10 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -1,8 +1,9 @@
 """llama.cpp, the baseline of `mtprun bench --compare-llama`, measured on the same file in the same run.
 
 Plain decoding and prefill run through llama-cpp-python, on our token ids and thread count, one token
-per step, in a child process of their own: llama.cpp's GPU runtime never shares a process with our
-backend, and a crash of llama.cpp is reported, not fatal. That binding has no draft-mtp decoding (its `Llama` drafts only through a
+per step, in a child process of their own (`child_main`): llama.cpp's GPU runtime never shares a
+process with our backend, its libraries load before NumPy's, and a crash of llama.cpp is reported,
+not fatal. That binding has no draft-mtp decoding (its `Llama` drafts only through a
 `LlamaDraftModel` such as prompt lookup), so llama.cpp's MTP is measured, when `--llama-mtp` names
 it, by llama.cpp's own `llama-speculative-simple` program (`--spec-type draft-mtp`), built from the
 source llama-cpp-python vendors: one process per prompt, depth and repetition, its own timer.
@@ -10,12 +11,12 @@ source llama-cpp-python vendors: one process per prompt, depth and repetition, i
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
 import re
 import subprocess
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -28,6 +29,10 @@ _DECODED = re.compile(r"\bdecoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
 _COUNTER = re.compile(r"\bn_(drafted|accept)\s*=\s*(\d+)")
 MTP_RUN_TIMEOUT_S = 600
 MTP_RUN_ATTEMPTS = 3
+# The child imports llama_cpp (loading llama.cpp's libraries) before anything imports NumPy: with
+# llama.cpp's CUDA build on an H100, a process that had imported NumPy first crashed inside
+# llama_model_load_from_file (tokenizer set-up), and one that loaded llama.cpp first ran cleanly.
+_CHILD = "import llama_cpp\nfrom mtprun.runner.bench_llama import child_main\nchild_main()"
 
 
 def import_llama_cpp():
@@ -40,12 +45,29 @@ def import_llama_cpp():
 
 def measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],
                   eog: frozenset[int], progress: Progress, gpu: bool) -> dict:
-    """_measure_llama in a fresh (spawned) process."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(_measure_llama, config, n_ctx, prefill_ids, prompt_ids, eog, progress, gpu).result()
-        except BrokenProcessPool:
-            raise MtprunError("llama.cpp (llama-cpp-python) crashed while measuring the baseline.") from None
+    """_measure_llama in a child process (its progress line on our stderr, its result pickled back)."""
+    request = pickle.dumps((config, n_ctx, prefill_ids, prompt_ids, eog, progress.enabled, gpu))
+    done = subprocess.run([sys.executable, "-c", _CHILD], input=request, stdout=subprocess.PIPE)
+    if done.returncode != 0 or not done.stdout:
+        raise MtprunError(f"llama.cpp (llama-cpp-python) failed while measuring the baseline (exit {done.returncode}).")
+    result = pickle.loads(done.stdout)
+    if isinstance(result, MtprunError):
+        raise result
+    return result
+
+
+def child_main() -> None:
+    """The child's side of measure_llama: the request on stdin, the result (or the MtprunError) on
+    stdout; anything llama.cpp prints to stdout goes to stderr instead."""
+    config, n_ctx, prefill_ids, prompt_ids, eog, progress_on, gpu = pickle.loads(sys.stdin.buffer.read())
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = _measure_llama(config, n_ctx, prefill_ids, prompt_ids, eog, Progress(progress_on), gpu)
+    except MtprunError as exc:
+        result = exc
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(pickle.dumps(result))
 
 
 def _measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prompt_ids: list[list[int]],

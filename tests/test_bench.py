@@ -195,3 +195,12 @@ def _one_prompt(tmp_path):
     path = tmp_path / "one.txt"
     path.write_text("def f():")
     return path
+
+
+def test_a_crash_of_llama_cpp_is_one_error(monkeypatch):
+    """llama-cpp-python runs in a child process: its crash (here an abort) is a clear error here."""
+    from mtprun.runner import bench_llama
+
+    monkeypatch.setattr(bench_llama, "_CHILD", "import os\nos.abort()")
+    with pytest.raises(MtprunError, match=r"llama.cpp \(llama-cpp-python\) failed while measuring the baseline \(exit -6\)"):
+        bench_llama.measure_llama(None, 64, [1, 2], [[1]], frozenset(), bench.Progress(False), False)
