@@ -128,6 +128,20 @@ template <> struct Fast<T_Q4_K> {
     }
 };
 
+// A Q6_K lane's bytes of super-block u (210-byte blocks: only 2-byte aligned): N words of ql at
+// 64 half + 4N j and 64 half + 32 + 4N j, N of qh at 128 + 32 half + 4N j, its half's 8 scales, d.
+template <int N> struct Q6Bytes { u32 qa[N], qb[N], qh[N], sc[2]; u16 d; };
+template <int N> __device__ __forceinline__ Q6Bytes<N> q6_k_bytes(const u8* row, int u, int half, int j) {
+    const u8* b = row + (i64)u * 210;
+    Q6Bytes<N> l;
+    ld_words<N>(b + 64 * half + 4 * N * j, l.qa);
+    ld_words<N>(b + 64 * half + 32 + 4 * N * j, l.qb);
+    ld_words<N>(b + 128 + 32 * half + 4 * N * j, l.qh);
+    ld_words<2>(b + 192 + 8 * half, l.sc);
+    l.d = ld16(b + 208);
+    return l;
+}
+
 // Q6_K: 8 lanes per super-block, 4 a step. Lane (half, j) takes positions 128 half + 32t + 8j + p
 // (p < 8) of the four quarters t: low bits from ql (bytes 8j.. for t even, 32+8j.. for t odd; the
 // high nibble for t >= 2), bits 2t, 2t+1 from qh. A run lies in one 16-value scale group.
@@ -139,17 +153,8 @@ template <> struct Fast<T_Q6_K> {
     __device__ int units(int k) const { return k >> 8; }
     __device__ int x_offset(int u, int run) const { return 256 * u + 128 * half + 32 * run + 8 * j; }
     static __device__ int swizzle(int v) { return v ^ ((v >> 5) & 1); }
-    struct Load { u32 qa[2], qb[2], qh[2], sc[2]; u16 d; };
-    __device__ Load load(const u8* row, int u) const {
-        const u8* b = row + (i64)u * 210;  // 210-byte blocks: only 2-byte aligned
-        Load l;
-        ld_words<2>(b + 64 * half + 8 * j, l.qa);
-        ld_words<2>(b + 64 * half + 32 + 8 * j, l.qb);
-        ld_words<2>(b + 128 + 32 * half + 8 * j, l.qh);
-        ld_words<2>(b + 192 + 8 * half, l.sc);
-        l.d = ld16(b + 208);
-        return l;
-    }
+    using Load = Q6Bytes<2>;
+    __device__ Load load(const u8* row, int u) const { return q6_k_bytes<2>(row, u, half, j); }
     __device__ void scales(const Load& l, float* scale, float*) const {
         const float d = h2f(l.d);
         const u32 e = j >> 1, s0 = l.sc[0] ^ 0x80808080u, s1 = l.sc[1] ^ 0x80808080u;  // int8 + 128

@@ -151,17 +151,8 @@ template <> struct Int<T_Q6_K> {
     int unit, half, j;
     __device__ Int(int lane) : unit(lane >> 2), half((lane >> 1) & 1), j(lane & 1) {}
     __device__ int units(int k) const { return k >> 8; }
-    struct Load { u32 qa[4], qb[4], qh[4], sc[2]; u16 d; };
-    __device__ Load load(const u8* row, int u) const {
-        const u8* b = row + (i64)u * 210;  // 210-byte blocks: only 2-byte aligned
-        Load l;
-        ld_words<4>(b + 64 * half + 16 * j, l.qa);
-        ld_words<4>(b + 64 * half + 32 + 16 * j, l.qb);
-        ld_words<4>(b + 128 + 32 * half + 16 * j, l.qh);
-        ld_words<2>(b + 192 + 8 * half, l.sc);
-        l.d = ld16(b + 208);
-        return l;
-    }
+    using Load = Q6Bytes<4>;
+    __device__ Load load(const u8* row, int u) const { return q6_k_bytes<4>(row, u, half, j); }
     struct W { u32 q[4][4]; int sc[4]; float d; };
     __device__ W unpack(const Load& l) const {
         W w;
