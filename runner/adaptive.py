@@ -8,7 +8,8 @@ on this backend: one MTP draft call, and a trunk verify of each batch size. It p
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
 and now and then probes one position deeper than its choice so that estimates do not freeze at 0
-(backing off geometrically while probes keep failing). A plain step (n = 0) also costs the MTP
+(backing off geometrically while probes from that choice keep failing: each depth keeps its own
+pace, so that failed probes deeper than a good depth do not slow the probes out of plain decoding). A plain step (n = 0) also costs the MTP
 head's cache row it leaves to write: the drafting step after a plain stretch writes them all (the
 catch-up), and that time is the plain steps', per row, not the draft's. The depth never changes
 the output: the target's tokens are the same whatever was drafted.
@@ -92,9 +93,13 @@ class AdaptiveDepth:
         self._warm: set[int] = set()  # verify sizes (and 0: drafting) seen once
         self.base_probe_interval = probe_interval
         self.max_probe_interval = max_probe_interval
-        self.probe_interval = probe_interval
+        # Steps between probes from each chosen depth. One shared pace was doubled by the failing
+        # probes from depth 1 to 2 on prose, so that when acceptance then dipped and the choice fell
+        # to 0, no probe came for up to 256 steps (replaying tinycoder's drafts under an H100's costs:
+        # auto at 0.77x the best fixed depth on a prompt where every depth beat plain).
+        self.probe_intervals = [probe_interval] * (n_max + 1)
         self.steps_since_probe = 0
-        self._probing: int | None = None  # the limit a probe was made under
+        self._probing: tuple[int, int] | None = None  # (the limit, the choice) a probe was made under
         # The choice is re-derived only when a step drafted (acceptance moved) or every
         # `reevaluate_every` steps (costs drift slowly): on a small model, deriving it every plain
         # step costs a noticeable share of the step itself.
@@ -157,8 +162,8 @@ class AdaptiveDepth:
         self._choice_age += 1
         best = self._choice[1]
         self.steps_since_probe += 1
-        if best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_interval:
-            self._probing, self.steps_since_probe = limit, 0
+        if best < min(self.n_max, limit) and self.steps_since_probe >= self.probe_intervals[best]:
+            self._probing, self.steps_since_probe = (limit, best), 0
             return best + 1
         return best
 
@@ -199,10 +204,11 @@ class AdaptiveDepth:
         if self._probing is not None:
             # A probe that makes its depth the choice resets the pace; one that does not (drafts
             # failed, or succeeded but cost more than they gained) makes the next one rarer.
-            best = self.best_depth(self._probing)
-            self._choice, self._choice_age = (self._probing, best), 0
+            limit, was = self._probing
+            best = self.best_depth(limit)
+            self._choice, self._choice_age = (limit, best), 0
             paid = best >= n
-            self.probe_interval = self.base_probe_interval if paid else min(self.probe_interval * 2, self.max_probe_interval)
+            self.probe_intervals[was] = self.base_probe_interval if paid else min(2 * self.probe_intervals[was], self.max_probe_interval)
             self._probing = None
 
     def estimates(self) -> dict:

@@ -66,7 +66,7 @@ def test_accepted_drafts_that_cost_more_than_they_gain_make_probes_rare():
         chosen.append(depth)
         policy.observe(StepRecord([0] * depth, depth, [0] * (depth + 1), draft_seconds=3.0 * depth, verify_seconds=1.0 + 0.05 * depth))
     assert chosen[100:].count(0) / 300 > 0.98
-    assert policy.probe_interval == policy.max_probe_interval
+    assert policy.probe_intervals[0] == policy.max_probe_interval
 
 
 def test_one_policy_carries_over_between_generations():
@@ -124,3 +124,21 @@ def test_costs_are_medians_of_recent_samples():
     assert policy.verify_cost[2] == 1.3
     assert policy.verify_cost[1] > 1.02  # the plain cost: a median of recent samples, not the luckiest of 200 (~1.0)
 
+
+
+def test_failed_deeper_probes_do_not_slow_the_probes_out_of_plain_decoding():
+    """Depth 1 pays and depth 2 never does (its probes fail and back off); a stretch of rejected
+    drafts then makes the choice plain; when drafts are good again, the probes out of plain decoding
+    come at their own pace: depth 1 is back within a few tens of steps, not the hundreds that the
+    deeper probes' back-off had grown to."""
+    policy, chosen = AdaptiveDepth(n_max=4), []
+    for i in range(400):
+        depth = policy.choose(8)
+        chosen.append(depth)
+        good = not 300 <= i < 320
+        accepted = min(depth, 1) if good else 0
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
+    assert max(policy.probe_intervals[1:]) > 32  # the deeper probes backed off
+    assert chosen[315:320].count(0) == 5  # plain while drafts were rejected
+    assert 1 in chosen[320:350]
