@@ -208,7 +208,10 @@ class AdaptiveDepth:
             best = self.best_depth(limit)
             self._choice, self._choice_age = (limit, best), 0
             paid = best >= n
-            self.probe_intervals[was] = self.base_probe_interval if paid else min(2 * self.probe_intervals[was], self.max_probe_interval)
+            if paid:  # the new choice probes deeper at the base pace too: its text has changed
+                self.probe_intervals[was] = self.probe_intervals[best] = self.base_probe_interval
+            else:
+                self.probe_intervals[was] = min(2 * self.probe_intervals[was], self.max_probe_interval)
             self._probing = None
 
     def estimates(self) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from mtprun.runner.adaptive import AdaptiveDepth
+from fixtures import model_file, needs_fixtures
 from mtprun.runner.stats import StepRecord
 
 
@@ -142,3 +143,58 @@ def test_failed_deeper_probes_do_not_slow_the_probes_out_of_plain_decoding():
     assert max(policy.probe_intervals[1:]) > 32  # the deeper probes backed off
     assert chosen[315:320].count(0) == 5  # plain while drafts were rejected
     assert 1 in chosen[320:350]
+
+
+# ---- replaying real drafts: tinycoder's acceptance on the bench prompts under a measured cost shape
+
+# An H100 running tinycoder (bench, 2026-12-06), in decode steps: verify of 1..5 tokens, one MTP
+# draft call, a catch-up's fixed part and its part per row.
+GPU_VERIFY, GPU_DRAFT, GPU_CATCH_UP, GPU_ROW = (1.0, 1.08, 1.14, 1.21, 1.28), 0.28, 0.28, 0.01
+
+
+def _draft_matches(model, ids: list[int], n: int) -> list[int]:
+    """For each position of the greedy continuation: how many of the MTP head's 4 chained drafts
+    there match it (a step there at depth d accepts min(that, d), the same tokens on any backend)."""
+    greedy = model.generate(ids, n_predict=n).tokens
+    return [model.generate(ids + greedy[:i], n_predict=5, spec_draft_n_max=4).stats.steps[0].accepted
+            for i in range(len(greedy) - 1)]
+
+
+def _replay(matches: list[int], choose, observe=None) -> float:
+    """Tokens per decode-step time over one generation, under the GPU cost shape."""
+    p = tokens = plain_rows = 0
+    seconds = 0.0
+    while p < len(matches):
+        depth = choose(min(4, len(matches) - p))
+        accepted = min(matches[p], depth)
+        rows = plain_rows if depth else 0
+        catch_up = GPU_CATCH_UP + GPU_ROW * rows if rows else 0.0
+        draft, verify = GPU_DRAFT * depth + catch_up, GPU_VERIFY[depth]
+        seconds += draft + verify
+        plain_rows = 0 if depth else plain_rows + 1
+        if observe:
+            observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1), draft_seconds=draft, verify_seconds=verify,
+                               catch_up_seconds=catch_up, catch_up_rows=rows))
+        p += accepted + 1
+        tokens += accepted + 1
+    return tokens / seconds
+
+
+@needs_fixtures
+def test_auto_on_real_drafts_near_the_best_fixed_depth_of_each_prompt():
+    """#15's criterion, replayed: auto within 5% of the best fixed depth on every bench prompt, and
+    faster than plain decoding, with one policy over the prompts in turn (twice, the better kept, as
+    `mtprun bench -r 2`, 128 tokens a prompt)."""
+    import mtprun
+    from mtprun.runner.bench import load_prompts
+
+    model = mtprun.load(model_file("tinycoder", "q8_0"), backend="cpu", n_ctx=1024, max_draft=4)
+    traces = {p.name: _draft_matches(model, model.tokenize(p.text), 128) for p in load_prompts(None)}
+    policy, auto = AdaptiveDepth(n_max=4), {}
+    for _ in range(2):
+        for name, matches in traces.items():
+            policy.begin()
+            auto[name] = max(auto.get(name, 0.0), _replay(matches, policy.choose, policy.observe))
+    for name, matches in traces.items():
+        fixed = [_replay(matches, lambda limit, d=d: min(d, limit)) for d in range(5)]
+        assert auto[name] >= 0.95 * max(fixed) and auto[name] > fixed[0], (name, auto[name], fixed)
