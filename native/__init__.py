@@ -17,6 +17,13 @@ ACTIVATIONS = ("f32", "q8", "q8x2")
 ACTIVATION_BACKENDS = ("cpu", "cuda")
 
 
+def check_activations(activations: str) -> str:
+    """`activations` if it is a mode of ACTIVATIONS, else the one-line user error."""
+    if activations not in ACTIVATIONS:
+        raise MtprunError(f"activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
+    return activations
+
+
 def create_backend(name: str, threads: int | None = None, *, for_auto: bool = False, activations: str = "f32") -> Backend:
     """A fresh backend instance by name; unknown names are a user error. `threads` sizes the
     native backends' thread pool (default: the CPUs this process may use); `activations` is the

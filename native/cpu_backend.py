@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtprun.native import ACTIVATIONS
+from mtprun.native import ACTIVATIONS, check_activations
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor
@@ -135,8 +135,7 @@ class CpuBackend:
     name = "cpu"
 
     def __init__(self, threads: int | None = None, activations: str = "f32") -> None:
-        if activations not in ACTIVATIONS:
-            raise MtprunError(f"CPU activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
+        check_activations(activations)
         self._lib = library()
         self._codes = _op_codes(self._lib)
         if threads is None:

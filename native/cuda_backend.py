@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from mtprun.native import ACTIVATIONS
+from mtprun.native import check_activations
 from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.gpu import Compiled, GpuBackend
-from mtprun.runner.errors import MtprunError
 
 
 class CudaDevice:
@@ -27,9 +26,7 @@ class CudaDevice:
     mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
-        if activations not in ACTIVATIONS:
-            raise MtprunError(f"CUDA activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}.")
-        self.activations = activations  # read by gpu.py's matmul emission
+        self.activations = check_activations(activations)  # read by gpu.py's matmul emission
         self._drv = Driver(ordinal)
         self._k = Kernels(self._drv)
         self.name = self._drv.name

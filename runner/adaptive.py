@@ -8,11 +8,12 @@ on this backend: one MTP draft call, and a trunk verify of each batch size. It p
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
 and now and then probes one position deeper than its choice so that estimates do not freeze at 0
-(backing off geometrically while probes from that choice keep failing: each depth keeps its own
-pace, so that failed probes deeper than a good depth do not slow the probes out of plain decoding). A plain step (n = 0) also costs the MTP
-head's cache row it leaves to write: the drafting step after a plain stretch writes them all (the
-catch-up), and that time is the plain steps', per row, not the draft's. The depth never changes
-the output: the target's tokens are the same whatever was drafted.
+(backing off geometrically while probes from that choice keep failing: each chosen depth keeps its
+own pace, so that failed probes deeper than a good depth do not slow the probes out of plain
+decoding). A plain step (n = 0) also costs the MTP head's cache row it leaves to write: the
+drafting step after a plain stretch writes them all (the catch-up), and that time is the plain
+steps', per row, not the draft's. The depth never changes the output: the target's tokens are the
+same whatever was drafted.
 """
 
 from __future__ import annotations
@@ -202,13 +203,14 @@ class AdaptiveDepth:
             self._caught_up = True
         self._warm.add(size)
         if self._probing is not None:
-            # A probe that makes its depth the choice resets the pace; one that does not (drafts
-            # failed, or succeeded but cost more than they gained) makes the next one rarer.
+            # A probe that makes its depth the choice resets the pace of the depth it left and of the
+            # new choice; one that does not (drafts failed, or succeeded but cost more than they
+            # gained) makes the next probe from that depth rarer.
             limit, was = self._probing
             best = self.best_depth(limit)
             self._choice, self._choice_age = (limit, best), 0
             paid = best >= n
-            if paid:  # the new choice probes deeper at the base pace too: its text has changed
+            if paid:
                 self.probe_intervals[was] = self.probe_intervals[best] = self.base_probe_interval
             else:
                 self.probe_intervals[was] = min(2 * self.probe_intervals[was], self.max_probe_interval)

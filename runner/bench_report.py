@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from mtprun.native import ACTIVATION_BACKENDS
+
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns right-aligned, except the first."""
@@ -37,7 +39,7 @@ def format_report(r: dict) -> str:
     ours_threads = "" if threads["ours"] == threads["requested"] else f" (ours: {threads['ours']})"
     out = [
         f"mtprun bench: {Path(r['model']).name}" + (f" + {Path(r['mtp_model']).name}" if r["mtp_model"] else "")
-        + f", backend {r['backend']}" + (f" ({r['activations']} activations)" if r["backend"] in ("cpu", "cuda") else "")
+        + f", backend {r['backend']}" + (f" ({r['activations']} activations)" if r["backend"] in ACTIVATION_BACKENDS else "")
         + f", threads {threads['requested']}{ours_threads}",
         f"{len(r['prompts'])} prompts ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}), greedy, "
         f"{r['n_gen']} tokens each; prefill test {r['n_prompt']} tokens, best of {r['repetitions']}",
