@@ -5,7 +5,8 @@ A compiled graph's launch list is captured once into a CUDA graph. `run` writes 
 committed-snapshot indices into page-locked memory, then on one stream: one copy in, one graph
 launch, one copy of the outputs (and the error flag) back, one synchronize. MTPRUN_CUDA_GRAPHS=0
 launches the kernels one by one instead. With `activations` "q8" or "q8x2" the Q8_0 and K-quant
-products take int8 activation rows (kernels/matmul_q8.cu); "f32" (the default) keeps them exact.
+products take int8 activation rows (kernels/matmul_q8.cu; prompt-sized batches on tensor cores,
+kernels/matmul_q8_mma.cu); "f32" (the default) keeps them exact.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ class CudaDevice:
 
     device_seconds = None  # steps are not timed on the device
     mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
+    delta_net_lanes = 8  # threads per DeltaNet state column: DN_LANES in kernels/recurrent.cu
+    conv_per_token = True  # ssm_conv: a thread per channel and token
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
         self.activations = check_activations(activations)  # read by gpu.py's matmul emission
         self._drv = Driver(ordinal)
         self._k = Kernels(self._drv)
         self.name = self._drv.name
+        self.int8_mma = self._drv.compute_capability >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores
         self.graphs = os.environ.get("MTPRUN_CUDA_GRAPHS", "1") != "0" if graphs is None else graphs
         self._stream = self._drv.create_stream()
 

@@ -44,6 +44,7 @@ MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-st
 # weight types whose products take them, with their activation block (native/cpu/mtp.h's rule).
 ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
 Q8_BLOCKS = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
+MMT_TOKENS, MMT_WARPS = 64, 8  # tokens a block of the q8_mmt kernels covers, and its warps (16 weight rows each) (matmul_q8_mma.cu)
 
 
 def _p(x: int) -> c_uint64:
@@ -347,8 +348,11 @@ class GpuBackend:
         planes = ACTIVATION_PLANES[getattr(self._dev, "activations", "f32")]
         if planes and w.suffix in Q8_BLOCKS:
             xq, xd = self._q8_rows(c, x, x_node, n, k, Q8_BLOCKS[w.suffix], planes)
-            self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", grid, 32 * _MM_WARPS,
-                         [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)])
+            args = [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)]
+            if n > MM_BATCHES[-1] and getattr(self._dev, "int8_mma", False):  # a prompt pass: tensor cores
+                self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // MMT_TOKENS), -(-m // (16 * MMT_WARPS))), 32 * MMT_WARPS, args)
+            else:
+                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", grid, 32 * _MM_WARPS, args)
             return
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
@@ -489,7 +493,8 @@ class GpuBackend:
         if width not in CONV_WIDTHS:
             raise MtprunError(f"graph {c.graph.name}: ssm_conv of width {width} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (width - 1, channels))
-        self._launch(c, f"ssm_conv_{width}", (-(-channels // 128), 1), 128,
+        # one thread per channel walking the tokens, or (a device's `conv_per_token`) per channel and token
+        self._launch(c, f"ssm_conv_{width}", (-(-channels // 128), n if getattr(self._dev, "conv_per_token", False) else 1), 128,
                      [_p(args[0]), _p(args[1]), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
                       _i(rec.m), _i(n), _i(channels)])
 
@@ -499,7 +504,9 @@ class GpuBackend:
         if dim not in DELTA_DIMS or shapes[0][2] != dim:
             raise MtprunError(f"graph {c.graph.name}: delta_net with state size {dim} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (n_v, dim, dim))
-        self._launch(c, f"delta_net_{dim}", (n_v, 1), dim,
+        lanes = getattr(self._dev, "delta_net_lanes", 1)  # threads sharing a state column (one, unless the device says)
+        block = min(128, dim * lanes)
+        self._launch(c, f"delta_net_{dim}", (n_v, dim * lanes // block), block,
                      [*(_p(a) for a in args), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
                       _i(rec.m), _i(n), _i(n_k), _i(n_v)])
 

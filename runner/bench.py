@@ -294,30 +294,26 @@ def best_after_warm_up(times: list[float]) -> float:
 
 
 def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> dict:
-    """Prefill = trunk over the prompt (logits of the last token); with MTP on, plus the MTP head's KV
-    cache for every prompt position (as the decode loop's prompt pass fills it)."""
+    """Prefill = the decode loop's prompt pass (trunk, logits of the last row); with MTP on, the same
+    graphs also write the MTP head's KV cache for every prompt position on the device (and for the
+    position after it, paired with a stand-in next token)."""
     ctx = model._ctx
-    trunk_t, mtp_t = [], []
+    past, following = ids, ids[-1]
+    times: dict[bool, list[float]] = {False: [], True: []}
     for r in range(reps + 1):
-        progress.update(f"prefill {len(ids)} tokens, run {r + 1}/{reps + 1}", force=True)
-        ctx.reset()
-        t0 = time.perf_counter()
-        _, h = ctx.prefill(ids, 0, PREFILL_BATCH, logits_last=True)
-        trunk_t.append(time.perf_counter() - t0)
-        if model.has_mtp:
-            h_prev = np.concatenate([np.zeros_like(h[:1]), h[:-1]])  # MTP at p pairs token p with h_{p-1}
+        progress.update(f"prefill {len(past)} tokens, run {r + 1}/{reps + 1}", force=True)
+        for mtp in (False, True) if model.has_mtp else (False,):
+            ctx.reset()
             t0 = time.perf_counter()
-            ctx.mtp_kv(ids, h_prev, 0)
-            mtp_t.append(time.perf_counter() - t0)
+            ctx.prompt_pass(past, PREFILL_BATCH, following if mtp else None, logits_last=True)
+            times[mtp].append(time.perf_counter() - t0)
     ctx.reset()
-    # MTP on and off share each run's trunk time, so their ratio is not blurred by run-to-run noise
-    best = min(range(1, reps + 1), key=lambda i: trunk_t[i] + (mtp_t[i] if mtp_t else 0.0))
-    off = trunk_t[best]
-    on = off + mtp_t[best] if mtp_t else None
+    off = best_after_warm_up(times[False])
+    on = best_after_warm_up(times[True]) if times[True] else None
     return {
-        "tokens": len(ids),
-        "mtp_off_tokens_per_s": len(ids) / off,
-        "mtp_on_tokens_per_s": len(ids) / on if on else None,
+        "tokens": len(past),
+        "mtp_off_tokens_per_s": len(past) / off,
+        "mtp_on_tokens_per_s": len(past) / on if on else None,
         "mtp_on_slowdown": 1 - off / on if on else None,
         "seconds": {"trunk": off, "mtp": on - off if on else None},
     }

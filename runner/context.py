@@ -45,12 +45,14 @@ class Context:
         """A fresh context: every cache zeroed."""
         self.backend.reset_states([s.name for s in self._trunk_specs + self._mtp_specs])
 
-    def _graph(self, kind: str, n: int, rows: Sequence[int]) -> Graph:
+    def _graph(self, kind: str, n: int, rows: Sequence[int] = ()) -> Graph:
         key = (kind, n, tuple(rows))
         g = self._graphs.get(key)
         if g is None:
             graphs = self.model.graphs
-            g = self._graphs[key] = graphs.mtp_kv(n) if kind == "mtp_kv" else getattr(graphs, kind)(n, rows)
+            build = {"mtp_kv": lambda: graphs.mtp_kv(n), "prompt": lambda: graphs.prompt(n, False, bool(rows)),
+                     "prompt+mtp": lambda: graphs.prompt(n, True, bool(rows))}.get(kind) or (lambda: getattr(graphs, kind)(n, rows))
+            g = self._graphs[key] = build()
         return g
 
     def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -85,6 +87,27 @@ class Context:
         """Fill the MTP head's KV cache for (token, previous hidden) pairs at positions start.. (as
         `mtp` would, bit for bit), computing nothing else: the prompt pass."""
         self.backend.run(self._graph("mtp_kv", len(tokens), ()), self._mtp_inputs(tokens, h, start))
+
+    def prompt_pass(self, tokens: Sequence[int], n_batch: int, next_token: int | None,
+                    logits_last: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+        """A fresh sequence's prompt at positions 0.. in batches of n_batch, committing each; returns the
+        last token's logits (if asked) and trunk state [d]. With `next_token` (the token after the prompt), also the MTP
+        head's cache for positions 0 .. len(tokens): the pairs (token p, trunk state p - 1) (zeros
+        before the first), written on the device inside each batch's trunk graph, as `mtp_kv` would."""
+        if next_token is not None:
+            self.mtp_kv(tokens[:1], np.zeros((1, self.model.hp.n_embd), np.float32), 0)
+        ahead = list(tokens[1:]) + ([next_token] if next_token is not None else [])
+        out: dict[str, np.ndarray] = {}
+        for b in range(0, len(tokens), n_batch):
+            chunk = tokens[b : b + n_batch]
+            n, pos = len(chunk), np.arange(b, b + len(chunk), dtype=np.int32)
+            inputs = {"tokens": np.asarray(chunk, np.int32), "pos": pos}
+            if next_token is not None:
+                inputs.update(mtp_tokens=np.asarray(ahead[b : b + n], np.int32), mtp_pos=pos + 1)
+            last = logits_last and b + n_batch >= len(tokens)
+            out = self.backend.run(self._graph("prompt" if next_token is None else "prompt+mtp", n, [n - 1] if last else []), inputs)
+            self.commit(n)
+        return (out["logits"][0] if logits_last else None), out["h_last"][0]
 
     def prefill(self, tokens: Sequence[int], start: int, n_batch: int, logits_last: bool) -> tuple[np.ndarray | None, np.ndarray]:
         """Trunk over a long prompt in batches of n_batch, committing each; returns the last batch's

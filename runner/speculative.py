@@ -60,13 +60,11 @@ def decode(
     mtp_next = 0
     if len(prompt) > 1:
         head = list(prompt[:-1])
-        _, h = ctx.prefill(head, 0, n_batch, logits_last=False)
-        if use_mtp:  # the MTP head's KV for the prompt: (token p, trunk state p-1) at every position
-            shifted = np.concatenate([pending_h[None], h[:-1]])
-            for b in range(0, len(head), n_batch):
-                ctx.mtp_kv(head[b : b + n_batch], shifted[b : b + n_batch], b)
+        # with MTP, its KV for the prompt too: (token p, trunk state p-1) at every position, up to the
+        # last token's (rewritten, the same, by the first drafting step, which needs its logits)
+        _, pending_h = ctx.prompt_pass(head, n_batch, int(prompt[-1]) if use_mtp else None)
+        if use_mtp:
             mtp_next = len(head)
-        pending_h = h[-1]
     timer.add("prefill", t0)
     device_start = ctx.device_seconds()
 

@@ -88,24 +88,30 @@ def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch):
 @pytest.mark.parametrize("mode", ["q8", "q8x2"])
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
 def test_int8_activation_products(qtype, mode):
-    """kernels/matmul_q8.cu against the NumPy model of the CPU backend's int8 modes (q8_model): the
-    same activation rows and exact integer block sums, only the float32 order of the block terms
-    differs, so within float32 rounding; and every row bit-equal whatever the batch (1..9 rows, so
-    each NB kernel, at any offset)."""
+    """kernels/matmul_q8.cu (batches up to 8) and matmul_q8_mma.cu (prompt passes, tensor cores)
+    against the NumPy model of the CPU backend's int8 modes (q8_model): the same activation rows and
+    exact integer block sums, only the float32 order of the block terms differs, so within float32
+    rounding. Every row is bit-equal whatever the batch of its kernel: 1..8 rows (each NB kernel) as
+    one row alone, and 9 or more as in the whole 40-row batch, at any offset."""
     import q8_model
     from mtprun.native.cuda_backend import CudaBackend
     from test_cpu_q8 import MODES, _activations, _matmul
 
     rng = np.random.default_rng(700 + int(qtype))
-    m, k = 37, 800 if qtype == T.Q8_0 else 768  # 37 rows: past two blocks of 16; 800: a partial warp step
+    m, k = 37, 800 if qtype == T.Q8_0 else 768  # 37 rows: past two blocks of 16, inside one of 64; 800: a partial chunk
     w = random_weight("w", qtype, (m, k), rng)
     x = np.concatenate([_activations(rng, 11, k), rng.standard_normal((29, k)).astype(F32)])
     be = CudaBackend(activations=mode)
     be.load_weights({"w": w})
     full = _matmul(be, x, m)
+    kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
+    assert any(name.startswith("q8_mmt_") for name in kernels) == be._dev.int8_mma, kernels
+    single = np.concatenate([_matmul(be, x[i : i + 1], m) for i in range(len(x))])
     ref = q8_model.matmul(qtype, w.data, x, MODES[mode])
-    err = np.abs(full - ref).max(axis=1) / np.maximum(np.abs(ref).max(axis=1), np.finfo(F32).tiny)
-    assert err.max() < 1e-5, err.max()
-    for n in range(1, 10):
+    for got in (full, single):
+        err = np.abs(got - ref).max(axis=1) / np.maximum(np.abs(ref).max(axis=1), np.finfo(F32).tiny)
+        assert err.max() < 1e-5, err.max()
+    for n in (*range(2, 10), 17, 33):
         for start in (0, 3, len(x) - n):
-            assert np.array_equal(_matmul(be, x[start : start + n], m), full[start : start + n]), (n, start)
+            expect = (single if n <= 8 else full)[start : start + n]
+            assert np.array_equal(_matmul(be, x[start : start + n], m), expect), (n, start)

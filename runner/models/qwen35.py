@@ -144,10 +144,35 @@ class Qwen35Graphs:
     # -- graphs
     def trunk(self, n: int, logit_rows: Sequence[int]) -> Graph:
         """Trunk step over n tokens: outputs `h_nextn` [n, d] and `logits` for `logit_rows`."""
-        hp = self.hp
         g = Graph(f"trunk[{n}]")
-        tokens = g.input("tokens", (n,), "i32")
-        pos = g.input("pos", (n,), "i32")
+        hn = self._trunk_body(g, g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32"))
+        g.output("h_nextn", hn)
+        if logit_rows:
+            g.output("logits", g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, self._head())))
+        return g
+
+    def _head(self) -> str:
+        return "token_embd.weight" if self.tied else "output.weight"
+
+    def prompt(self, n: int, mtp: bool, logits_last: bool) -> Graph:
+        """A chunk of n prompt tokens: the trunk, keeping only its last hidden state (`h_last` [1, d])
+        and, if asked, its `logits`; with `mtp`, also the MTP head's cache entries for the pairs
+        (token p + 1, trunk state p) of the chunk's positions p, from the states on the device
+        (`mtp_tokens` and `mtp_pos`: the tokens and positions one ahead, the last being the next
+        chunk's first token)."""
+        g = Graph(f"prompt{'+mtp' if mtp else ''}[{n}]")
+        hn = self._trunk_body(g, g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32"))
+        h_last = self._rows(g, hn, [n - 1], n)
+        g.output("h_last", h_last)
+        if logits_last:
+            g.output("logits", g.matmul(h_last, self._w(g, self._head())))
+        if mtp:
+            self._mtp_kv_write(g, g.input("mtp_tokens", (n,), "i32"), g.input("mtp_pos", (n,), "i32"), hn)
+        return g
+
+    def _trunk_body(self, g: Graph, tokens: Ref, pos: Ref) -> Ref:
+        """The trunk's layers over `tokens` at `pos`: the normed hidden states [n, d]."""
+        hp = self.hp
         x = g.get_rows(self._w(g, "token_embd.weight"), tokens)
         for il in range(hp.n_layer):
             p = f"blk.{il}"
@@ -159,12 +184,7 @@ class Qwen35Graphs:
             x = x + h
             h = g.rms_norm(x, self._w(g, f"{p}.post_attention_norm.weight"), hp.rms_eps)
             x = x + self._ffn(g, h, p)
-        hn = g.rms_norm(x, self._w(g, "output_norm.weight"), hp.rms_eps)
-        g.output("h_nextn", hn)
-        if logit_rows:
-            head = "token_embd.weight" if self.tied else "output.weight"
-            g.output("logits", g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, head)))
-        return g
+        return g.rms_norm(x, self._w(g, "output_norm.weight"), hp.rms_eps)
 
     def mtp(self, n: int, logit_rows: Sequence[int]) -> Graph:
         """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions."""
@@ -185,10 +205,16 @@ class Qwen35Graphs:
         """The MTP head's KV cache for n (token, previous trunk hidden state) pairs, as `mtp` writes it,
         and nothing else: a prompt's positions need only their cache entries, so the rest of the
         layer (queries, attention, output, FFN: ~3/4 of it) is skipped."""
-        g, pos, x, p = self._mtp_input(f"mtp_kv[{n}]", n)
-        k, v = self._kv(g, g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), self.hp.rms_eps), pos, p)
-        g.output("k", g.kv_write(k, v, pos, "mtp_kv"))
+        g = Graph(f"mtp_kv[{n}]")
+        tokens, pos = g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32")
+        g.output("k", self._mtp_kv_write(g, tokens, pos, g.input("h", (n, self.hp.n_embd))))
         return g
+
+    def _mtp_kv_write(self, g: Graph, tokens: Ref, pos: Ref, h: Ref) -> Ref:
+        p = self._mtp_prefix()
+        x = self._mtp_block_input(g, tokens, h, p)
+        k, v = self._kv(g, g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), self.hp.rms_eps), pos, p)
+        return g.kv_write(k, v, pos, "mtp_kv")
 
     # -- pieces
     def _w(self, g: Graph, name: str) -> Ref:
@@ -198,18 +224,23 @@ class Qwen35Graphs:
     def _rows(g: Graph, x: Ref, rows: Sequence[int], n: int) -> Ref:
         return x if list(rows) == list(range(n)) else g.take_rows(x, rows)
 
+    def _mtp_prefix(self) -> str:
+        return f"{MTP_PREFIX}blk.{self.hp.n_layer}"
+
     def _mtp_input(self, name: str, n: int) -> tuple[Graph, Ref, Ref, str]:
-        """A graph over n (token, hidden) pairs with the MTP block's input eh_proj([enorm(embed(token)),
-        hnorm(h)]): (graph, positions, that input, the block's tensor prefix)."""
-        hp = self.hp
-        p = f"{MTP_PREFIX}blk.{hp.n_layer}"
+        """A graph over n (token, hidden) pairs with the MTP block's input: (graph, positions, that
+        input, the block's tensor prefix)."""
         g = Graph(name)
-        tokens = g.input("tokens", (n,), "i32")
-        pos = g.input("pos", (n,), "i32")
-        h_in = g.input("h", (n, hp.n_embd))
+        tokens, pos = g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32")
+        p = self._mtp_prefix()
+        return g, pos, self._mtp_block_input(g, tokens, g.input("h", (n, self.hp.n_embd)), p), p
+
+    def _mtp_block_input(self, g: Graph, tokens: Ref, h: Ref, p: str) -> Ref:
+        """eh_proj([enorm(embed(token)), hnorm(h)]) for (token, hidden) pairs."""
+        hp = self.hp
         e = g.rms_norm(g.get_rows(self._w(g, MTP_PREFIX + "embed"), tokens), self._w(g, f"{p}.nextn.enorm.weight"), hp.rms_eps)
-        hh = g.rms_norm(h_in, self._w(g, f"{p}.nextn.hnorm.weight"), hp.rms_eps)
-        return g, pos, g.matmul(g.concat(e, hh), self._w(g, f"{p}.nextn.eh_proj.weight")), p
+        hh = g.rms_norm(h, self._w(g, f"{p}.nextn.hnorm.weight"), hp.rms_eps)
+        return g.matmul(g.concat(e, hh), self._w(g, f"{p}.nextn.eh_proj.weight"))
 
     def _kv(self, g: Graph, h: Ref, pos: Ref, p: str) -> tuple[Ref, Ref]:
         """Keys (normed, rotated) and values of an attention layer, [n, Hkv, d] each."""

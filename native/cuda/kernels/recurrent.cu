@@ -3,76 +3,125 @@
 // with whatever the host committed since) holds the committed value; the state after token t of this run (for the last m
 // tokens) goes to snapshot slot t - max(n - m, 0), in the buffers other than the committed one.
 
-// Depthwise causal conv of x [n, C] with w [C, K] over (state [K-1, C] ++ x); one thread per channel.
+// Depthwise causal conv of x [n, C] with w [C, K] over z = state [K-1, C] ++ x: one thread per
+// (channel, token), grid (ceil(C / 128), n); output t reads z[t .. t+K-1], and (for the last m tokens)
+// the window z[t+1 .. t+K-1] is its snapshot.
 template <int K>
 __device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, int n, int C) {
     const int committed = *committed_p;
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (c >= C) return;
-    float win[K - 1], wc[K];
     const float* st = bufs + committed * size;
+    float z[K];
 #pragma unroll
-    for (int j = 0; j < K - 1; j++) win[j] = st[(i64)j * C + c];
+    for (int j = 0; j < K; j++) {
+        const int p = t + j - (K - 1);  // row of x, or of the state when negative
+        z[j] = p < 0 ? st[(i64)(p + K - 1) * C + c] : x[(i64)p * C + c];
+    }
+    float acc = z[0] * w[(i64)c * K];  // the reference's order: tap 0, then + tap j
 #pragma unroll
-    for (int j = 0; j < K; j++) wc[j] = w[(i64)c * K + j];
+    for (int j = 1; j < K; j++) acc = acc + z[j] * w[(i64)c * K + j];
+    o[(i64)t * C + c] = acc;
     const int first = max(n - m, 0);
-    for (int t = 0; t < n; t++) {
-        const float xt = x[(i64)t * C + c];
-        float acc = win[0] * wc[0];  // the reference's order: tap 0, then + tap j
+    if (t >= first) {
+        float* dst = bufs + slot_buffer(t - first, committed) * size;
 #pragma unroll
-        for (int j = 1; j < K - 1; j++) acc = acc + win[j] * wc[j];
-        acc = acc + xt * wc[K - 1];
-        o[(i64)t * C + c] = acc;
-#pragma unroll
-        for (int j = 0; j < K - 2; j++) win[j] = win[j + 1];
-        win[K - 2] = xt;
-        if (t >= first) {
-            float* dst = bufs + slot_buffer(t - first, committed) * size;
-#pragma unroll
-            for (int j = 0; j < K - 1; j++) dst[(i64)j * C + c] = win[j];
-        }
+        for (int j = 0; j < K - 1; j++) dst[(i64)j * C + c] = z[j + 1];
     }
 }
 
-// Gated delta rule, token by token, for value head blockIdx.x; thread j owns column j of the
-// head's state S [S(k), S(v)] in registers, so no step needs another thread's sums.
+// Gated delta rule, token by token. Column j of a value head's state S [S(k), S(v)] evolves on its
+// own (its k-dot, delta and q-dot read only that column), so DN_LANES lanes share a column, each
+// keeping S / DN_LANES of its rows in registers: a column's sums are the lanes' partial sums (fmaf
+// chains), then a butterfly over its lanes, the same order for every batch. Blocks of 128 threads
+// (DN_COLS columns), grid (value heads, S / DN_COLS). The inputs of DN_CHUNK tokens are staged in
+// shared memory, the next chunk's loading (into registers) while this one runs.
+#define DN_LANES 8
+#define DN_COLS (128 / DN_LANES)
+#define DN_CHUNK 16
 template <int S>
 __device__ __forceinline__ void delta_net(const float* q, const float* k, const float* v, const float* g, const float* beta, float* o,
                                           float* bufs, i64 size, const int* committed_p, int m, int n, int n_k_head, int n_v_head) {
+    constexpr int L = DN_LANES, R = S / L, PAD = R + 4;  // a lane's rows; PAD: its k / q run apart by 4 banks
+    constexpr int QK = DN_CHUNK * S / 4 / 128, NV = DN_CHUNK * DN_COLS / 128;  // float4s of q (and of k), values of v a thread stages
+    __shared__ __align__(16) float qs[DN_CHUNK][L * PAD], ks[DN_CHUNK][L * PAD], vs[DN_CHUNK][DN_COLS], gs[DN_CHUNK], bs[DN_CHUNK];
     const int committed = *committed_p;
-    __shared__ float qs[S], ks[S];
-    const int h = blockIdx.x, hk = h % n_k_head, j = threadIdx.x;
+    const int h = blockIdx.x, hk = h % n_k_head, tid = threadIdx.x;
+    const int col = tid / L, j = blockIdx.y * DN_COLS + col, part = tid % L, i0 = part * R;
     const i64 head = (i64)h * S * S;
     const float* st = bufs + committed * size + head;
-    float s[S];
+    float s[R];
 #pragma unroll
-    for (int i = 0; i < S; i++) s[i] = st[i * S + j];
+    for (int r = 0; r < R; r++) s[r] = st[(i64)(i0 + r) * S + j];
     const float q_scale = (float)(1.0 / sqrt((double)S));
     const int first = max(n - m, 0);
-    for (int t = 0; t < n; t++) {
-        __syncthreads();
-        qs[j] = q[((i64)t * n_k_head + hk) * S + j] * q_scale;
-        ks[j] = k[((i64)t * n_k_head + hk) * S + j];
-        __syncthreads();
-        const float decay = (float)exp((double)g[(i64)t * n_v_head + h]);
-        float sk = 0.0f;
+    // This thread's share of a chunk: float4 f of q and of k is token f / (S / 4), values 4 (f % (S / 4)) ..
+    float4 nq[QK], nk[QK];
+    float nv[NV], ng = 0.0f, nb = 0.0f;
+    auto fetch = [&](int t0) {
 #pragma unroll
-        for (int i = 0; i < S; i++) {
-            s[i] = s[i] * decay;
-            sk = fmaf(ks[i], s[i], sk);
+        for (int i = 0; i < QK; i++) {
+            const int f = tid + 128 * i, t = min(t0 + f / (S / 4), n - 1), e = 4 * (f % (S / 4));
+            nq[i] = *(const float4*)(q + ((i64)t * n_k_head + hk) * S + e);
+            nk[i] = *(const float4*)(k + ((i64)t * n_k_head + hk) * S + e);
         }
-        const float delta = (v[((i64)t * n_v_head + h) * S + j] - sk) * beta[(i64)t * n_v_head + h];
-        float out = 0.0f;
 #pragma unroll
-        for (int i = 0; i < S; i++) {
-            s[i] = s[i] + ks[i] * delta;
-            out = fmaf(qs[i], s[i], out);
+        for (int i = 0; i < NV; i++) {  // value f of DN_CHUNK tokens x DN_COLS columns
+            const int f = tid + 128 * i, t = min(t0 + f / DN_COLS, n - 1);
+            nv[i] = v[((i64)t * n_v_head + h) * S + blockIdx.y * DN_COLS + f % DN_COLS];
         }
-        o[((i64)t * n_v_head + h) * S + j] = out;
-        if (t >= first) {
-            float* dst = bufs + slot_buffer(t - first, committed) * size + head;
+        if (tid < DN_CHUNK) {
+            const int tg = min(t0 + tid, n - 1);
+            ng = g[(i64)tg * n_v_head + h], nb = beta[(i64)tg * n_v_head + h];
+        }
+    };
+    fetch(0);
+    for (int t0 = 0; t0 < n; t0 += DN_CHUNK) {
+        __syncthreads();  // the previous chunk is no longer read
 #pragma unroll
-            for (int i = 0; i < S; i++) dst[i * S + j] = s[i];
+        for (int i = 0; i < QK; i++) {
+            const int f = tid + 128 * i, tt = f / (S / 4), e = 4 * (f % (S / 4)), at = (e / R) * PAD + e % R;
+            *(float4*)&qs[tt][at] = nq[i];
+            *(float4*)&ks[tt][at] = nk[i];
+        }
+#pragma unroll
+        for (int i = 0; i < NV; i++) vs[(tid + 128 * i) / DN_COLS][(tid + 128 * i) % DN_COLS] = nv[i];
+        if (tid < DN_CHUNK) gs[tid] = ng, bs[tid] = nb;
+        __syncthreads();
+        if (t0 + DN_CHUNK < n) fetch(t0 + DN_CHUNK);
+        const int len = min(DN_CHUNK, n - t0);
+        for (int tt = 0; tt < len; tt++) {
+            const int t = t0 + tt;
+            float kk[R], qq[R];
+#pragma unroll
+            for (int r = 0; r < R; r += 4) {
+                *(float4*)&kk[r] = *(const float4*)&ks[tt][part * PAD + r];
+                *(float4*)&qq[r] = *(const float4*)&qs[tt][part * PAD + r];
+            }
+            const float decay = (float)exp((double)gs[tt]);
+            float sk = 0.0f;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                s[r] = s[r] * decay;
+                sk = fmaf(kk[r], s[r], sk);
+            }
+#pragma unroll
+            for (int o2 = L / 2; o2 > 0; o2 >>= 1) sk += __shfl_xor_sync(0xffffffffu, sk, o2);
+            const float delta = (vs[tt][col] - sk) * bs[tt];
+            float out = 0.0f;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                s[r] = s[r] + kk[r] * delta;
+                out = fmaf(qq[r] * q_scale, s[r], out);
+            }
+#pragma unroll
+            for (int o2 = L / 2; o2 > 0; o2 >>= 1) out += __shfl_xor_sync(0xffffffffu, out, o2);
+            if (part == 0) o[((i64)t * n_v_head + h) * S + j] = out;
+            if (t >= first) {
+                float* dst = bufs + slot_buffer(t - first, committed) * size + head;
+#pragma unroll
+                for (int r = 0; r < R; r++) dst[(i64)(i0 + r) * S + j] = s[r];
+            }
         }
     }
 }
@@ -88,7 +137,7 @@ SSM_CONV(4)
 SSM_CONV(5)
 
 #define DELTA_NET(S)                                                                                           \
-    extern "C" __global__ void __launch_bounds__(S) delta_net_##S(const float* q, const float* k, const float* v, const float* g, \
+    extern "C" __global__ void __launch_bounds__(128) delta_net_##S(const float* q, const float* k, const float* v, const float* g, \
                                                                   const float* beta, float* o, float* bufs, i64 size, const int* committed_p, \
                                                                   int m, int n, int n_k_head, int n_v_head) { \
         delta_net<S>(q, k, v, g, beta, o, bufs, size, committed_p, m, n, n_k_head, n_v_head);                    \
