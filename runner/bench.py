@@ -471,6 +471,9 @@ def _auto_row(runs: dict, prompts: Sequence[BenchPrompt], kinds: list[str]) -> d
         "by_kind": {kind: _summary(merge_stats([s for (s, _), p in zip(runs["auto"], prompts) if p.kind == kind]))
                     for kind in kinds},
         "by_prompt": [st.decode_tokens_per_s for st, _ in runs["auto"]],
+        # what the policy saw, per prompt and step: [depth, accepted, draft s, verify s, catch-up s, catch-up rows]
+        "step_records": [[[len(s.draft), s.accepted, s.draft_seconds, s.verify_seconds, s.catch_up_seconds, s.catch_up_rows]
+                          for s in st.steps] for st, _ in runs["auto"]],
     }
 
 

@@ -152,6 +152,11 @@ def test_llama_mtp_program(capsys, tmp_path):
 
     report = format_report(r)
     assert "llama.cpp draft-mtp" in report and "auto by prompt" in report and "prompt-2" in report
+    auto = next(d for d in r["depths"] if d["depth"] == "auto")
+    assert len(auto["step_records"]) == 2 and sum(len(steps) for steps in auto["step_records"]) == auto["steps"]
+    for steps in auto["step_records"]:  # what the policy saw: each step's depth, acceptance and timings
+        assert steps and all(len(s) == 6 and 0 <= s[1] <= s[0] <= 4 and s[3] > 0 for s in steps)
+        assert 1 <= sum(s[1] + 1 for s in steps) <= 4  # the tokens generated (an end of generation may stop early)
 
 
 @needs_fixtures
