@@ -298,22 +298,21 @@ def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> di
     graphs also write the MTP head's KV cache for every prompt position on the device (and for the
     position after it, paired with a stand-in next token)."""
     ctx = model._ctx
-    past, following = ids, ids[-1]
     times: dict[bool, list[float]] = {False: [], True: []}
     for r in range(reps + 1):
-        progress.update(f"prefill {len(past)} tokens, run {r + 1}/{reps + 1}", force=True)
+        progress.update(f"prefill {len(ids)} tokens, run {r + 1}/{reps + 1}", force=True)
         for mtp in (False, True) if model.has_mtp else (False,):
             ctx.reset()
             t0 = time.perf_counter()
-            ctx.prompt_pass(past, PREFILL_BATCH, following if mtp else None, logits_last=True)
+            ctx.prompt_pass(ids, PREFILL_BATCH, ids[-1] if mtp else None, logits_last=True)
             times[mtp].append(time.perf_counter() - t0)
     ctx.reset()
     off = best_after_warm_up(times[False])
     on = best_after_warm_up(times[True]) if times[True] else None
     return {
-        "tokens": len(past),
-        "mtp_off_tokens_per_s": len(past) / off,
-        "mtp_on_tokens_per_s": len(past) / on if on else None,
+        "tokens": len(ids),
+        "mtp_off_tokens_per_s": len(ids) / off,
+        "mtp_on_tokens_per_s": len(ids) / on if on else None,
         "mtp_on_slowdown": 1 - off / on if on else None,
         "seconds": {"trunk": off, "mtp": on - off if on else None},
     }

@@ -8,7 +8,7 @@ sequence are overwritten by the next write and never read before.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,20 +38,17 @@ class Context:
         self.max_snapshots = max_batch_snapshots
         backend.load_weights(model.weights)
         backend.alloc_states(self._trunk_specs + self._mtp_specs)
-        self._graphs: dict[tuple[str, int, tuple[int, ...]], Graph] = {}
+        self._graphs: dict[tuple, Graph] = {}
         self.timer = StepTimer()
 
     def reset(self) -> None:
         """A fresh context: every cache zeroed."""
         self.backend.reset_states([s.name for s in self._trunk_specs + self._mtp_specs])
 
-    def _graph(self, kind: str, n: int, rows: Sequence[int] = ()) -> Graph:
-        key = (kind, n, tuple(rows))
+    def _graph(self, key: tuple, build: Callable[[], Graph]) -> Graph:
+        """The graph of `key` (kind, size, variant), built once."""
         g = self._graphs.get(key)
         if g is None:
-            graphs = self.model.graphs
-            build = {"mtp_kv": lambda: graphs.mtp_kv(n), "prompt": lambda: graphs.prompt(n, False, bool(rows)),
-                     "prompt+mtp": lambda: graphs.prompt(n, True, bool(rows))}.get(kind) or (lambda: getattr(graphs, kind)(n, rows))
             g = self._graphs[key] = build()
         return g
 
@@ -60,7 +57,7 @@ class Context:
         Recurrent states are left uncommitted: call `commit` with how many tokens to keep."""
         n = len(tokens)
         out = self.backend.run(
-            self._graph("trunk", n, logit_rows),
+            self._graph(("trunk", n, tuple(logit_rows)), lambda: self.model.graphs.trunk(n, logit_rows)),
             {"tokens": np.asarray(tokens, np.int32), "pos": np.arange(start, start + n, dtype=np.int32)},
         )
         return out.get("logits"), out["h_nextn"]
@@ -74,7 +71,9 @@ class Context:
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the MTP head on (token, previous hidden) pairs at positions start.. ."""
-        out = self.backend.run(self._graph("mtp", len(tokens), logit_rows), self._mtp_inputs(tokens, h, start))
+        n = len(tokens)
+        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
+                               self._mtp_inputs(tokens, h, start))
         return out.get("logits"), out["h_nextn"]
 
     @staticmethod
@@ -86,7 +85,8 @@ class Context:
     def mtp_kv(self, tokens: Sequence[int], h: np.ndarray, start: int) -> None:
         """Fill the MTP head's KV cache for (token, previous hidden) pairs at positions start.. (as
         `mtp` would, bit for bit), computing nothing else: the prompt pass."""
-        self.backend.run(self._graph("mtp_kv", len(tokens), ()), self._mtp_inputs(tokens, h, start))
+        n = len(tokens)
+        self.backend.run(self._graph(("mtp_kv", n), lambda: self.model.graphs.mtp_kv(n)), self._mtp_inputs(tokens, h, start))
 
     def prompt_pass(self, tokens: Sequence[int], n_batch: int, next_token: int | None,
                     logits_last: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
@@ -104,8 +104,9 @@ class Context:
             inputs = {"tokens": np.asarray(chunk, np.int32), "pos": pos}
             if next_token is not None:
                 inputs.update(mtp_tokens=np.asarray(ahead[b : b + n], np.int32), mtp_pos=pos + 1)
-            last = logits_last and b + n_batch >= len(tokens)
-            out = self.backend.run(self._graph("prompt" if next_token is None else "prompt+mtp", n, [n - 1] if last else []), inputs)
+            mtp, last = next_token is not None, logits_last and b + n_batch >= len(tokens)
+            graph = self._graph(("prompt", n, mtp, last), lambda: self.model.graphs.prompt(n, mtp, last))
+            out = self.backend.run(graph, inputs)
             self.commit(n)
         return (out["logits"][0] if logits_last else None), out["h_last"][0]
 

@@ -167,7 +167,9 @@ class Qwen35Graphs:
         if logits_last:
             g.output("logits", g.matmul(h_last, self._w(g, self._head())))
         if mtp:
-            self._mtp_kv_write(g, g.input("mtp_tokens", (n,), "i32"), g.input("mtp_pos", (n,), "i32"), hn)
+            p = self._mtp_prefix()
+            x = self._mtp_block_input(g, g.input("mtp_tokens", (n,), "i32"), hn, p)
+            self._mtp_kv_write(g, x, g.input("mtp_pos", (n,), "i32"), p)
         return g
 
     def _trunk_body(self, g: Graph, tokens: Ref, pos: Ref) -> Ref:
@@ -205,14 +207,12 @@ class Qwen35Graphs:
         """The MTP head's KV cache for n (token, previous trunk hidden state) pairs, as `mtp` writes it,
         and nothing else: a prompt's positions need only their cache entries, so the rest of the
         layer (queries, attention, output, FFN: ~3/4 of it) is skipped."""
-        g = Graph(f"mtp_kv[{n}]")
-        tokens, pos = g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32")
-        g.output("k", self._mtp_kv_write(g, tokens, pos, g.input("h", (n, self.hp.n_embd))))
+        g, pos, x, p = self._mtp_input(f"mtp_kv[{n}]", n)
+        g.output("k", self._mtp_kv_write(g, x, pos, p))
         return g
 
-    def _mtp_kv_write(self, g: Graph, tokens: Ref, pos: Ref, h: Ref) -> Ref:
-        p = self._mtp_prefix()
-        x = self._mtp_block_input(g, tokens, h, p)
+    def _mtp_kv_write(self, g: Graph, x: Ref, pos: Ref, p: str) -> Ref:
+        """The MTP block's keys and values for its input x, written to its cache at `pos`."""
         k, v = self._kv(g, g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), self.hp.rms_eps), pos, p)
         return g.kv_write(k, v, pos, "mtp_kv")
 
