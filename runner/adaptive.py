@@ -8,9 +8,9 @@ on this backend: one MTP draft call, and a trunk verify of each batch size. It p
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
 and now and then probes one position deeper than its choice so that estimates do not freeze at 0
-(backing off geometrically while probes from that choice keep failing: each chosen depth keeps its
-own pace, so that failed probes deeper than a good depth do not slow the probes out of plain
-decoding). A plain step (n = 0) also costs the MTP head's cache row it leaves to write: the
+(backing off geometrically while probes from that choice keep failing, following up soon on one
+that succeeds: each chosen depth keeps its own pace, so that failed probes deeper than a good depth
+do not slow the probes out of plain decoding). A plain step (n = 0) also costs the MTP head's cache row it leaves to write: the
 drafting step after a plain stretch writes them all (the catch-up), and that time is the plain
 steps', per row, not the draft's. The depth never changes the output: the target's tokens are the
 same whatever was drafted.
@@ -78,10 +78,20 @@ class CostEstimate:
 
 
 class AdaptiveDepth:
-    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.7, cost_window: int = 9,
-                 prior_acceptance: float = 0.7, probe_interval: int = 8, max_probe_interval: int = 256) -> None:
+    def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.85, cost_window: int = 9,
+                 prior_acceptance: float = 0.7, prior_weight: float = 2.0, probe_interval: int = 8,
+                 max_probe_interval: int = 256, follow_up_probe: int = 2) -> None:
         self.n_max = self.max_depth = n_max
-        self.decay = decay  # acceptance follows the text within a few steps
+        # Acceptance follows the text over ~1 / (1 - decay) drafts. Replaying tinycoder's drafts
+        # (both prompt orders, CPU and H100 costs), 0.85 kept every prompt within 6% of its best fixed
+        # depth; at 0.7-0.8 a few rejections in a row on prose dropped to plain decoding for tens of
+        # steps (0.82-0.90x the best depth).
+        self.decay = decay
+        # Each a_i is a decayed mean of its outcomes, the prior weighing as `prior_weight` outcomes
+        # that decay like the rest: a running average started at the prior took 8 rejected drafts to
+        # fall to 0.3, so the first steps of a model whose drafts all fail were drafting steps.
+        self._hits = [prior_acceptance * prior_weight] * n_max  # decayed sum of outcomes, prior included
+        self._weight = [float(prior_weight)] * n_max  # decayed count of outcomes, prior included
         self.acceptance = [prior_acceptance] * n_max
         self._draft = CostEstimate(cost_window)  # seconds per MTP draft call
         self._row = CostEstimate(cost_window)  # seconds per MTP cache row written by a catch-up (one per plain step)
@@ -100,6 +110,7 @@ class AdaptiveDepth:
         # auto at 0.77x the best fixed depth on a prompt where every depth beat plain).
         self.probe_intervals = [probe_interval] * (n_max + 1)
         self.steps_since_probe = 0
+        self.follow_up_probe = follow_up_probe  # steps to the next probe after one that paid
         self._probing: tuple[int, int] | None = None  # (the limit, the choice) a probe was made under
         # The choice is re-derived only when a step drafted (acceptance moved) or every
         # `reevaluate_every` steps (costs drift slowly): on a small model, deriving it every plain
@@ -110,25 +121,33 @@ class AdaptiveDepth:
 
     # -- model
     def expected_tokens(self, n: int) -> float:
-        total, reach = 1.0, 1.0
+        """E(n), with each a_i taken as no larger than the one before it: drafts deeper in a chain are
+        no likelier to hold, and the deeper estimates go stale while earlier drafts fail (they are not
+        tested then): with them kept at 1, depth 4 stayed for 12 steps of rejected drafts."""
+        total, reach, before = 1.0, 1.0, 1.0
         for a in self.acceptance[:n]:
-            reach *= a
+            before = min(a, before)
+            reach *= before
             total += reach
         return total
 
     def _verify(self, size: int) -> float:
-        """Measured cost of a verify batch, interpolated (or held flat beyond) from measured sizes."""
+        """Measured cost of a verify batch: interpolated between measured sizes, and beyond them
+        extrapolated by the per-row step of the nearest two, or, with one size measured, in proportion
+        to the rows. Holding the nearest cost flat made unmeasured sizes look free: deeper depths (a
+        27B-shaped model jumped to depth 3 at 0% acceptance) and plain decoding before its first
+        sample (drafting went on for 8 steps at 0% acceptance on 2 CPU threads)."""
         costs = self._verify_estimates
         if size in costs:
             return costs[size].value
         sizes = sorted(costs)
+        if len(sizes) == 1:
+            return costs[sizes[0]].value * size / sizes[0]
         lower = [s for s in sizes if s < size]
         upper = [s for s in sizes if s > size]
-        if lower and upper:
-            a, b = lower[-1], upper[0]
-            w = (size - a) / (b - a)
-            return (1 - w) * costs[a].value + w * costs[b].value
-        return costs[lower[-1] if lower else upper[0]].value
+        a, b = (lower[-1], upper[0]) if lower and upper else (upper[0], upper[1]) if upper else (lower[-2], lower[-1])
+        per_row = (costs[b].value - costs[a].value) / (b - a)
+        return max(costs[a].value + per_row * (size - a), 0.0)
 
     def tokens_per_second(self, n: int) -> float:
         cost = self._verify(n + 1) + (n * (self.draft_cost or 0.0) if n else self.row_cost)
@@ -153,9 +172,13 @@ class AdaptiveDepth:
 
     # -- policy
     def begin(self) -> None:
-        """Estimates, costs and the probing pace carry over between generations (resetting the pace
-        each time cost the 0%-acceptance fixtures ~10% in catch-ups); a probe or a choice does not."""
+        """Estimates, costs and the pace of probes out of plain decoding carry over between generations
+        (resetting that pace each time cost the 0%-acceptance fixtures ~10% in catch-ups); the pace of
+        deeper probes restarts (new text: a prompt of code after prose kept depth 1, its probes to 2
+        backed off to 128 steps by the prose, where depth 3 was 1.3x faster); a probe or a choice does
+        not carry over."""
         self._probing, self._choice = None, None
+        self.probe_intervals[1:] = [self.base_probe_interval] * self.n_max
 
     def choose(self, limit: int) -> int:
         if self._choice is None or self._choice[0] != limit or self._choice_age >= self.reevaluate_every:
@@ -186,11 +209,15 @@ class AdaptiveDepth:
         w = self.decay
         # Position i was tested iff drafts before it were all accepted.
         for i in range(min(n, step.accepted + 1)):
-            self.acceptance[i] = w * self.acceptance[i] + (1 - w) * (1.0 if step.accepted > i else 0.0)
+            self._hits[i] = w * self._hits[i] + (1.0 if step.accepted > i else 0.0)
+            self._weight[i] = w * self._weight[i] + 1.0
+            self.acceptance[i] = self._hits[i] / self._weight[i]
         size = n + 1
-        if size in self._warm:
-            if size not in self._verify_estimates:
+        measured = size in self._warm
+        if measured:
+            if size not in self._verify_estimates:  # a first sample: costs were guesses until now
                 self._verify_estimates[size] = CostEstimate(self._cost_window)
+                self._choice = None
             self._verify_estimates[size].add(step.verify_seconds)
         if n:
             self._choice = None
@@ -203,18 +230,41 @@ class AdaptiveDepth:
             self._caught_up = True
         self._warm.add(size)
         if self._probing is not None:
-            # A probe that makes its depth the choice resets the pace of the depth it left and of the
-            # new choice; one that does not (drafts failed, or succeeded but cost more than they
-            # gained) makes the next probe from that depth rarer.
-            limit, was = self._probing
-            best = self.best_depth(limit)
-            self._choice, self._choice_age = (limit, best), 0
-            paid = best >= n
-            if paid:
-                self.probe_intervals[was] = self.probe_intervals[best] = self.base_probe_interval
-            else:
-                self.probe_intervals[was] = min(2 * self.probe_intervals[was], self.max_probe_interval)
-            self._probing = None
+            self._after_probe(step, measured)
+
+    def _after_probe(self, step: StepRecord, measured: bool) -> None:
+        """A probe that makes its depth the choice resets the pace of the depth it left and of the new
+        choice, and the next probe comes soon: good drafts climb a depth every few steps. So does one
+        whose new draft was accepted while its estimate is still too low to pay, if drafts that are
+        always accepted there would pay (an estimate at 0.2 needs a few such successes to rise; doubling
+        the pace after each kept a prompt at plain decoding where depth 1 was faster). One whose new
+        draft failed, or that cannot pay at any acceptance (drafts cost more than they gain), makes the
+        next probe from that depth rarer. One whose drafts failed before the new position tested nothing
+        about it: the pace stays (doubling it there kept a prompt whose every draft was accepted at
+        depth 1 for 65 steps). A probe at a batch size not yet measured (its first step is a warm-up, no
+        cost sample) is followed by another soon, which measures it."""
+        limit, was = self._probing
+        self._probing = None
+        best = self.best_depth(limit)
+        self._choice, self._choice_age = (limit, best), 0
+        if step.accepted < was:
+            return
+        if not measured:
+            self.steps_since_probe = self.probe_intervals[was] - self.follow_up_probe
+            return
+        if best > was or (step.accepted > was and self._could_pay(was + 1, best)):
+            self.probe_intervals[was] = self.probe_intervals[best] = self.base_probe_interval
+            self.steps_since_probe = self.base_probe_interval - self.follow_up_probe
+        else:
+            self.probe_intervals[was] = min(2 * self.probe_intervals[was], self.max_probe_interval)
+
+    def _could_pay(self, depth: int, than: int) -> bool:
+        """Would `depth` beat depth `than` if its last draft position were always accepted?"""
+        kept = self.acceptance[depth - 1]
+        self.acceptance[depth - 1] = 1.0
+        could = self.tokens_per_second(depth) > self.tokens_per_second(than)
+        self.acceptance[depth - 1] = kept
+        return could
 
     def estimates(self) -> dict:
         return {

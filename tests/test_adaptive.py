@@ -33,7 +33,9 @@ def test_no_acceptance_means_plain_decoding():
 def test_full_acceptance_means_the_deepest_depth():
     chosen: list[int] = []
     _simulate(AdaptiveDepth(n_max=4), lambda i: 1.0, 50, random.Random(0), chosen)
-    assert chosen[5:] == [4] * 45
+    # the first steps measure the costs of depth 1 and of plain decoding (their first step at each
+    # batch size is a warm-up), then probes climb
+    assert chosen[6:] == [4] * 44
 
 
 def test_adapts_within_a_few_steps_when_acceptance_changes():
@@ -41,7 +43,8 @@ def test_adapts_within_a_few_steps_when_acceptance_changes():
     policy = AdaptiveDepth(n_max=4)
     _simulate(policy, lambda i: 1.0 if i < 60 else 0.0, 90, random.Random(1), chosen)
     assert chosen[50:60] == [4] * 10
-    assert chosen[60 + 8 : 90].count(0) >= 18  # drops to plain decoding within ~8 steps
+    assert max(chosen[60 + 5 : 90]) < 4  # shallower within 5 steps
+    assert chosen[60 + 12 : 90].count(0) >= 16  # plain decoding within 12, but for rare probes
     chosen.clear()
     _simulate(policy, lambda i: 1.0, 80, random.Random(2), chosen)
     assert chosen[-20:] == [4] * 20  # and climbs back once probes succeed
@@ -143,6 +146,41 @@ def test_failed_deeper_probes_do_not_slow_the_probes_out_of_plain_decoding():
     assert max(policy.probe_intervals[1:]) > 32  # the deeper probes backed off
     assert chosen[315:320].count(0) == 5  # plain while drafts were rejected
     assert 1 in chosen[320:350]
+
+
+def test_a_new_generation_probes_deeper_again():
+    """Prose where depth 1 pays and depth 2 never does backs the probes from depth 1 off; the next
+    generation is code whose every draft holds: it must climb to depth 4 within tens of steps, not
+    stay at depth 1 until the backed-off probes come (65 steps on an H100 before this)."""
+    policy, chosen = AdaptiveDepth(n_max=4), []
+    for _ in range(300):
+        depth = policy.choose(8)
+        accepted = min(depth, 1)
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
+    assert policy.probe_intervals[1] > 32
+    policy.begin()
+    _simulate(policy, lambda i: 1.0, 40, random.Random(4), chosen)
+    assert chosen[-15:] == [4] * 15
+
+
+def test_probes_that_fail_before_their_new_position_do_not_back_off():
+    """At depth 1 with half its drafts rejected, a probe to depth 2 whose first draft fails says
+    nothing of position 2: only probes that reach it count."""
+    policy = AdaptiveDepth(n_max=4)
+    for _ in range(20):  # depth 1 pays (a1 = 1, every cost measured)
+        depth = policy.choose(8)
+        accepted = min(depth, 1)
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
+    pace, probes = policy.probe_intervals[1], 0
+    for _ in range(200):
+        depth = policy.choose(8)
+        probes += depth == 2
+        policy.observe(StepRecord([0] * depth, 0, [0], draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth)
+                       if depth == 2 else StepRecord([0] * depth, depth, [0] * (depth + 1),
+                                                     draft_seconds=0.1 * depth, verify_seconds=1.0 + 0.05 * depth))
+    assert probes >= 200 // pace - 1 and policy.probe_intervals[1] == pace
 
 
 # ---- replaying real drafts: tinycoder's acceptance on the bench prompts under a measured cost shape
