@@ -80,7 +80,7 @@ class CostEstimate:
 class AdaptiveDepth:
     def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.85, cost_window: int = 9,
                  prior_acceptance: float = 0.7, prior_weight: float = 2.0, probe_interval: int = 8,
-                 max_probe_interval: int = 256, follow_up_probe: int = 2) -> None:
+                 max_probe_interval: int = 1024, follow_up_probe: int = 2) -> None:
         self.n_max = self.max_depth = n_max
         # Acceptance follows the text over ~1 / (1 - decay) drafts. Replaying tinycoder's drafts
         # (both prompt orders, CPU and H100 costs), 0.85 kept every prompt within 6% of its best fixed

@@ -23,6 +23,7 @@ from mtprun.native import BACKENDS
 from mtprun.runner.cli import add_activations_arg
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
+from mtprun.runner.speculative import warm_up_catch_up
 from mtprun.runner.stats import GenerationStats, StepRecord
 from mtprun.runner.tokenizer import Tokenizer
 
@@ -229,10 +230,10 @@ def run(config: BenchConfig, progress: Progress) -> dict:
 
     eog = frozenset(model.tokenizer.eog_ids)
     progress.update("warming up", force=True)
-    _warm_up(model, prompt_ids[0], max(depths))
+    auto = config.auto and model.has_mtp
+    _warm_up(model, prompt_ids[0], max(depths), auto, config.n_gen)
     prefill = _measure_prefill(model, prefill_ids, config.repetitions, progress)
     costs = _measure_costs(model, prompt_ids[0], max(depths), config.repetitions, progress)
-    auto = config.auto and model.has_mtp
     runs = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
     kinds = sorted({p.kind for p in config.prompts})
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
@@ -282,10 +283,13 @@ def _cycle(tokens: list[int], n: int) -> list[int]:
     return [tokens[i % len(tokens)] for i in range(n)]
 
 
-def _warm_up(model, ids: list[int], max_depth: int) -> None:
-    """One untimed short generation per depth: the first forwards pay one-off costs (graphs, caches)."""
+def _warm_up(model, ids: list[int], max_depth: int, auto: bool, n_gen: int) -> None:
+    """One untimed short generation per depth: the first forwards pay one-off costs (graphs, caches);
+    for `auto`, also the graphs of the MTP cache's catch-up after plain steps (up to n_gen rows)."""
     for depth in range(max_depth + 1):
         model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
+    if auto:
+        warm_up_catch_up(model._ctx, n_gen)
 
 
 def best_after_warm_up(times: list[float]) -> float:

@@ -139,6 +139,18 @@ def decode(
             return
 
 
+def warm_up_catch_up(ctx: Context, max_rows: int) -> None:
+    """Build the catch-up's graphs (each power-of-two batch up to `max_rows`) ahead of time, as a
+    benchmark's warm-up does for the step graphs: a backend pays once for each new batch size, and
+    the first plain stretches of a run would otherwise pay it. Writes scratch rows into the MTP
+    cache, which every generation resets."""
+    d = ctx.model.hp.n_embd
+    size = 1
+    while size <= min(max_rows, ctx.n_ctx):
+        ctx.mtp_kv([0] * size, np.zeros((size, d), np.float32), 0)
+        size *= 2
+
+
 def _catch_up(ctx: Context, rows: list[tuple[int, np.ndarray]], start: int) -> int:
     """The MTP head's cache entries for (token, trunk state) rows at positions start.., in
     power-of-two batches (long plain stretches then compile few graphs); returns the next position."""
