@@ -234,11 +234,13 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     _warm_up(model, prompt_ids[0], max(depths), auto, config.n_gen)
     prefill = _measure_prefill(model, prefill_ids, config.repetitions, progress)
     costs = _measure_costs(model, prompt_ids[0], max(depths), config.repetitions, progress)
-    runs = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
+    runs, every_run = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
     kinds = sorted({p.kind for p in config.prompts})
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
     if auto:
         rows.append(_auto_row(runs, config.prompts, kinds))
+    for row in rows:
+        row["every_run_tokens_per_s"] = every_run[row["depth"]]
     rss_ours = peak_rss_mib()
 
     result = {
@@ -368,11 +370,14 @@ def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
 
 
 def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str],
-                 progress: Progress) -> dict[int, list[tuple[GenerationStats, list[int]]]]:
+                 progress: Progress) -> tuple[dict[int | str, list[tuple[GenerationStats, list[int]]]], dict[int | str, float]]:
     """Greedy generation of n_gen tokens for every prompt at every depth: {depth: [(stats, tokens) per prompt]}.
     Each prompt runs `repetitions` times at every depth, the depths alternating, and the fastest run of
-    each is kept: a slow spell of the machine hits the depths alike, and is then dropped."""
+    each is kept: a slow spell of the machine hits the depths alike, and is then dropped. Also returns
+    each depth's tokens/s over every run: for `auto` the runs are not alike (its first ones learn, and
+    probes come in some runs only), so the fastest alone would flatter it."""
     runs: dict[int | str, list[tuple[GenerationStats, list[int]]]] = {d: [] for d in depths}
+    totals = {d: [0, 0.0] for d in depths}  # tokens, decode seconds
     for i, (prompt, ids) in enumerate(zip(config.prompts, prompt_ids)):
         fastest: dict[int | str, tuple[GenerationStats, list[int]]] = {}
         for r in range(config.repetitions):
@@ -381,11 +386,13 @@ def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths
                 for j, _ in enumerate(gen, 1):
                     progress.update(f"decode prompt {i + 1}/{len(prompt_ids)} ({prompt.name}), run {r + 1}/{config.repetitions}, "
                                     f"depth {depth}: {j}/{config.n_gen} tokens")
+                totals[depth][0] += gen.stats.generated
+                totals[depth][1] += gen.stats.decode_seconds
                 if depth not in fastest or gen.stats.decode_seconds < fastest[depth][0].decode_seconds:
                     fastest[depth] = (gen.stats, gen.tokens)
         for depth in depths:
             runs[depth].append(fastest[depth])
-    return runs
+    return runs, {d: n / s if s > 0 else 0.0 for d, (n, s) in totals.items()}
 
 
 def merge_stats(parts: Sequence[GenerationStats]) -> GenerationStats:

@@ -65,6 +65,10 @@ def format_report(r: dict) -> str:
     if auto:
         chosen = ", ".join(f"{k}: {v}" for k, v in auto["depth_histogram"].items())
         out += ["", f"auto: steps per chosen depth {{{chosen}}}; its 'ideal' column is its own predicted speedup."]
+        plain = r["depths"][0]["every_run_tokens_per_s"]
+        if plain:
+            out.append(f"auto over every run, the first ones (still learning) included: {_num(auto['every_run_tokens_per_s'])} "
+                       f"tok/s, {_times(auto['every_run_tokens_per_s'] / plain)} plain decoding's {_num(plain)}.")
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
         rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"
