@@ -83,9 +83,9 @@ class AdaptiveDepth:
                  max_probe_interval: int = 1024, follow_up_probe: int = 2) -> None:
         self.n_max = self.max_depth = n_max
         # Acceptance follows the text over ~1 / (1 - decay) drafts. Replaying tinycoder's drafts
-        # (both prompt orders, CPU and H100 costs), 0.85 kept every prompt within 6% of its best fixed
-        # depth; at 0.7-0.8 a few rejections in a row on prose dropped to plain decoding for tens of
-        # steps (0.82-0.90x the best depth).
+        # (both prompt orders, CPU and H100 costs), 0.85 kept every prompt within 5% of its best fixed
+        # depth (but a 12-token one, 6%); at 0.7-0.8 a few rejections in a row on prose dropped to plain
+        # decoding for tens of steps (0.82-0.90x the best depth).
         self.decay = decay
         # Each a_i is a decayed mean of its outcomes, the prior weighing as `prior_weight` outcomes
         # that decay like the rest: a running average started at the prior took 8 rejected drafts to
