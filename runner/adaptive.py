@@ -120,17 +120,6 @@ class AdaptiveDepth:
         self._choice_age = 0
 
     # -- model
-    def expected_tokens(self, n: int) -> float:
-        """E(n), with each a_i taken as no larger than the one before it: drafts deeper in a chain are
-        no likelier to hold, and the deeper estimates go stale while earlier drafts fail (they are not
-        tested then): with them kept at 1, depth 4 stayed for 12 steps of rejected drafts."""
-        total, reach, before = 1.0, 1.0, 1.0
-        for a in self.acceptance[:n]:
-            before = min(a, before)
-            reach *= before
-            total += reach
-        return total
-
     def _verify(self, size: int) -> float:
         """Measured cost of a verify batch: interpolated between measured sizes, and beyond them
         extrapolated by the per-row step of the nearest two, or, with one size measured, in proportion
@@ -149,9 +138,24 @@ class AdaptiveDepth:
         per_row = (costs[b].value - costs[a].value) / (b - a)
         return max(costs[a].value + per_row * (size - a), 0.0)
 
+    def rates(self, top: int) -> list[float]:
+        """Expected tokens/s at depths 0..top, in one pass: E(n) over the step's cost, with each a_i
+        in E(n) taken as no larger than the one before it (drafts deeper in a chain are no likelier to
+        hold, and the deeper estimates go stale while earlier drafts fail, untested: held at 1, they
+        kept depth 4 for 12 steps of rejected drafts)."""
+        draft = self.draft_cost or 0.0
+        out, expected, reach, before = [], 1.0, 1.0, 1.0
+        for n in range(top + 1):
+            if n:
+                before = min(self.acceptance[n - 1], before)
+                reach *= before
+                expected += reach
+            cost = self._verify(n + 1) + (n * draft if n else self.row_cost)
+            out.append(expected / cost if cost > 0 else float("inf"))
+        return out
+
     def tokens_per_second(self, n: int) -> float:
-        cost = self._verify(n + 1) + (n * (self.draft_cost or 0.0) if n else self.row_cost)
-        return self.expected_tokens(n) / cost if cost > 0 else float("inf")
+        return self.rates(n)[n]
 
     def best_depth(self, limit: int) -> int:
         top = min(self.n_max, limit)
@@ -161,7 +165,8 @@ class AdaptiveDepth:
             # go deep on the next step, while a model whose drafts fail has paid for one, not n_max
             # (on a 4B-shape model a draft call costs ~1/4 of a verify: starting at 4 cost ~2x)
             return min(top, 1)
-        return max(range(top + 1), key=lambda n: (self.tokens_per_second(n), -n))
+        rates = self.rates(top)
+        return rates.index(max(rates))  # the shallowest of equals
 
     def predicted_speedup(self) -> float:
         """Expected tokens/s at the current choice over plain decoding (needs verify(1) measured)."""
