@@ -13,8 +13,6 @@
 
 #define Q8_INLINE Q8_TARGET __attribute__((always_inline)) static inline
 
-Q8_INLINE float Q8_NAME(half)(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }
-
 Q8_INLINE int32_t Q8_NAME(hsum_i32)(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
@@ -100,91 +98,156 @@ Q8_INLINE void Q8_NAME(k45_scales)(const uint8_t *b, __m256i *scb, __m256i *mn16
     *mn16 = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)mn), pairs);
 }
 
+/* The K-quant kernels take R weight rows against nt tokens in one pass, R * nt <= 8: a super-block's
+ * exact integer sums of every (row, token) pair land in lane l = r * nt + t of one vector (tree8),
+ * and mtp.h's float steps run on those lanes together, each lane's operations a scalar kernel's. */
+
+/* Lane l of the f16 pairs u (row r's two halves at 32-bit lane r) as two float vectors: lo and hi
+ * halves of row l / nt. */
+Q8_INLINE void Q8_NAME(row_halves)(__m256i u, int nt, __m256 *lo, __m256 *hi) {
+    const __m256 a = _mm256_cvtph_ps(_mm256_castsi256_si128(u)), b = _mm256_cvtph_ps(_mm256_extracti128_si256(u, 1));
+    /* shuffle_ps takes rows 0, 1, 4, 5 | 2, 3, 6, 7; the 64-bit permute puts them in order */
+    __m256 l = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    __m256 h = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+    if (nt > 1) {
+        const __m256i row = _mm256_setr_epi32(0, 1 / nt, 2 / nt, 3 / nt, 4 / nt, 5 / nt, 6 / nt, 7 / nt);
+        l = _mm256_permutevar8x32_ps(l, row);
+        h = _mm256_permutevar8x32_ps(h, row);
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* The R rows' f16 pairs at byte offset off of their super-blocks, as row_halves wants them */
+Q8_INLINE __m256i Q8_NAME(pairs_at)(const uint8_t *b, int64_t rb, int R, int off) {
+    uint32_t u[8] = {0};
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        memcpy(&u[r], b + r * rb + off, 4);
+    return _mm256_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3], (int)u[4], (int)u[5], (int)u[6], (int)u[7]);
+}
+
+/* The tokens' scales per super-block, dT[8i + l] = dx of lane l's token (0 past R * nt) */
+Q8_INLINE void Q8_NAME(lane_scales)(const float *d, int R, int nt, int64_t nbk, float *dT) {
+    for (int64_t i = 0; i < nbk; i++)
+        for (int l = 0; l < 8; l++)
+            dT[8 * i + l] = l < R * nt ? d[(l % nt) * nbk + i] : 0.0f;
+}
+
+Q8_INLINE void Q8_NAME(store_lanes)(__m256 acc, int R, int nt, float *out, int64_t ldo) {
+    float v[8];
+    _mm256_storeu_ps(v, acc);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nt; t++)
+            out[t * ldo + r] = v[r * nt + t];
+}
+
+/* The pass's rows are read together, R streams the hardware prefetcher follows poorly: each pass
+ * prefetches, spread over its super-blocks, the rows Q8_PREFETCH bytes on (whole passes) */
+#define Q8_PREFETCH 8192
+Q8_INLINE const uint8_t *Q8_NAME(ahead)(const uint8_t *b, int64_t pass_bytes) {
+    return b + (Q8_PREFETCH + pass_bytes - 1) / pass_bytes * pass_bytes;
+}
+
 /* ---- Q4_K / Q5_K: per sub-block j, maddubs(q_j, x) scaled by sc_j into int32 lanes; the mins
  * against the token's per-16 sums */
-Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int q5, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k,
-                                 float *out, int64_t ldo) {
+Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, const int8_t *q, const float *dT,
+                                 const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
     const __m256i nib = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
-    float acc[4] = {0, 0, 0, 0};
-    for (int64_t i = 0; i < k / 256; i++, b += q5 ? 176 : 144) {
-        __m256i scb, mn16;
-        Q8_NAME(k45_scales)(b, &scb, &mn16);
-        const uint8_t *qs = b + (q5 ? 48 : 16);
-        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256(), A[4];
-        for (int t = 0; t < nt; t++)
-            A[t] = _mm256_setzero_si256();
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t nbk = k / 256, lines = R * rb / 64;
+    const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
+    for (int64_t i = 0; i < nbk; i++, b += q5 ? 176 : 144) {
+        for (int64_t c = i * lines / nbk; c < (i + 1) * lines / nbk; c++)  /* spread over the pass */
+            _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
+        __m256i A[8], M[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
-            v = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, nib);
-            if (q5)
-                v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, j), one), 4));
-            __m256i scv = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | j)));  /* sc_j in every int16 */
-            for (int t = 0; t < nt; t++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 32 * j));
-                A[t] = q8_dot16(A[t], _mm256_maddubs_epi16(v, x), scv);
+        for (int l = 0; l < 8; l++)
+            A[l] = M[l] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const uint8_t *br = b + r * rb;
+            __m256i scb, mn16;
+            Q8_NAME(k45_scales)(br, &scb, &mn16);
+            const uint8_t *qs = br + (q5 ? 48 : 16);
+            const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(br + 16)) : _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+                v = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, nib);
+                if (q5)
+                    v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, j), one), 4));
+                __m256i scv = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | j)));  /* sc_j in every int16 */
+#pragma GCC unroll 4
+                for (int t = 0; t < nt; t++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 32 * j));
+                    A[r * nt + t] = q8_dot16(A[r * nt + t], _mm256_maddubs_epi16(v, x), scv);
+                }
             }
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++)
+                M[r * nt + t] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i)), mn16);
         }
-        const float dd = Q8_NAME(half)(b), dm = Q8_NAME(half)(b + 2);
-        for (int t = 0; t < nt; t++) {
-            __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
-            int32_t isum = Q8_NAME(hsum_i32)(A[t]), imn = Q8_NAME(hsum_i32)(_mm256_madd_epi16(S, mn16));
-            float dx = d[t * (k / 256) + i];
-            acc[t] += (dd * dx) * (float)isum - (dm * dx) * (float)imn;
-        }
+        __m256 dd, dm;
+        Q8_NAME(row_halves)(Q8_NAME(pairs_at)(b, rb, R, 0), nt, &dd, &dm);
+        const __m256 dx = _mm256_loadu_ps(dT + 8 * i);
+        const __m256 isum = _mm256_cvtepi32_ps(Q8_NAME(tree8)(A)), imn = _mm256_cvtepi32_ps(Q8_NAME(tree8)(M));
+        acc = _mm256_add_ps(acc, _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(dd, dx), isum), _mm256_mul_ps(_mm256_mul_ps(dm, dx), imn)));
     }
-    for (int t = 0; t < nt; t++)
-        out[t * ldo] = acc[t];
+    Q8_NAME(store_lanes)(acc, R, nt, out, ldo);
 }
 
 /* ---- Q6_K: unsigned quants (0..63) times x, scaled per 16 values; then minus 32 * sc_g * (sum of
  * the group's x) */
-Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k,
-                                  float *out, int64_t ldo) {
+Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, int64_t rb, int R, const int8_t *q, const float *dT, const int16_t *s,
+                                  int nt, int64_t k, float *out, int64_t ldo) {
     const __m256i nib = _mm256_set1_epi8(0xf), top = _mm256_set1_epi8(0x30), zero = _mm256_setzero_si256();
-    float acc[4] = {0, 0, 0, 0};
-    for (int64_t i = 0; i < k / 256; i++, b += 210) {
-        const int8_t *sc = (const int8_t *)(b + 192);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        __m256i A[4];
-        for (int t = 0; t < nt; t++)
-            A[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-            /* the half's eight int16 scales in both 128-bit lanes */
-            const __m256i sch = _mm256_permute2x128_si256(sc16, sc16, h ? 0x11 : 0x00);
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t nbk = k / 256, lines = R * rb / 64;
+    const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
+    for (int64_t i = 0; i < nbk; i++, b += 210) {
+        for (int64_t c = i * lines / nbk; c < (i + 1) * lines / nbk; c++)  /* spread over the pass */
+            _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
+        __m256i A[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            A[l] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const uint8_t *br = b + r * rb;
+            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(br + 192)));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(br + 128 + 32 * h));
+                /* the half's eight int16 scales in both 128-bit lanes */
+                const __m256i sch = _mm256_permute2x128_si256(sc16, sc16, h ? 0x11 : 0x00);
 #pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) {
-                __m256i v = q6_k_group(b, h, g, qh, nib, top, zero);
-                /* scale 2g for values 0..15 (the low 128 bits), 2g + 1 for 16..31 */
-                const __m256i pick = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
-                                                      4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
-                                                      4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
-                                                      4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
-                __m256i scv = _mm256_shuffle_epi8(sch, pick);
-                for (int t = 0; t < nt; t++) {
-                    __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 128 * h + 32 * g));
-                    A[t] = q8_dot16(A[t], _mm256_maddubs_epi16(v, x), scv);
+                for (int g = 0; g < 4; g++) {
+                    __m256i v = q6_k_group(br, h, g, qh, nib, top, zero);
+                    /* scale 2g for values 0..15 (the low 128 bits), 2g + 1 for 16..31 */
+                    const __m256i pick = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                          4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                          4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
+                                                          4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
+                    __m256i scv = _mm256_shuffle_epi8(sch, pick);
+#pragma GCC unroll 4
+                    for (int t = 0; t < nt; t++) {
+                        __m256i x = _mm256_loadu_si256((const __m256i *)(q + t * k + 256 * i + 128 * h + 32 * g));
+                        A[r * nt + t] = q8_dot16(A[r * nt + t], _mm256_maddubs_epi16(v, x), scv);
+                    }
                 }
             }
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
+                A[r * nt + t] = _mm256_sub_epi32(A[r * nt + t], _mm256_slli_epi32(_mm256_madd_epi16(S, sc16), 5));
+            }
         }
-        const float dd = Q8_NAME(half)(b + 208);
-        for (int t = 0; t < nt; t++) {
-            __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
-            __m256i lanes = _mm256_sub_epi32(A[t], _mm256_slli_epi32(_mm256_madd_epi16(S, sc16), 5));
-            acc[t] += (dd * d[t * (k / 256) + i]) * (float)Q8_NAME(hsum_i32)(lanes);
-        }
+        __m256 dd, unused;
+        Q8_NAME(row_halves)(Q8_NAME(pairs_at)(b, rb, R, 208), nt, &dd, &unused);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dd, _mm256_loadu_ps(dT + 8 * i)), _mm256_cvtepi32_ps(Q8_NAME(tree8)(A))));
     }
-    for (int t = 0; t < nt; t++)
-        out[t * ldo] = acc[t];
-}
-
-Q8_INLINE void Q8_NAME(q4_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
-    Q8_NAME(k45_rows)(b, 0, q, d, s, nt, k, out, ldo);
-}
-
-Q8_INLINE void Q8_NAME(q5_k_rows)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
-    Q8_NAME(k45_rows)(b, 1, q, d, s, nt, k, out, ldo);
+    Q8_NAME(store_lanes)(acc, R, nt, out, ldo);
 }
 
 Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const float *d, const int16_t *s, int nt, int64_t k, float *out, int64_t ldo) {
@@ -205,10 +268,46 @@ Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const flo
         }                                                                                                              \
     }
 
+/* K-quants: 4 rows per pass for one or two tokens, 2 for three or four, the last few one at a time */
+#define Q8_KPASS(rows, NT, R)                                                                                          \
+    {                                                                                                                  \
+        int64_t r = 0;                                                                                                 \
+        Q8_NAME(lane_scales)(d, R, NT, k / 256, dT);                                                                   \
+        for (; r + R <= nr; r += R)                                                                                    \
+            rows(b + r * rb, rb, R, q, dT, s, NT, k, out + r, ldo);                                                    \
+        if (r < nr)                                                                                                    \
+            Q8_NAME(lane_scales)(d, 1, NT, k / 256, dT);                                                               \
+        for (; r < nr; r++)                                                                                            \
+            rows(b + r * rb, rb, 1, q, dT, s, NT, k, out + r, ldo);                                                    \
+    }
+
+#define Q8_QDOT_K(name, rows)                                                                                          \
+    Q8_TARGET static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
+                               int nt, int64_t k, float *out, int64_t ldo) {                                          \
+        const uint8_t *b = w;                                                                                          \
+        float dT[8 * (k / 256)];                                                                                       \
+        switch (nt) {                                                                                                  \
+        case 4: Q8_KPASS(rows, 4, 2) break;                                                                            \
+        case 3: Q8_KPASS(rows, 3, 2) break;                                                                            \
+        case 2: Q8_KPASS(rows, 2, 4) break;                                                                            \
+        default: Q8_KPASS(rows, 1, 4)                                                                                  \
+        }                                                                                                              \
+    }
+
+Q8_INLINE void Q8_NAME(q4_k_rows)(const uint8_t *b, int64_t rb, int R, const int8_t *q, const float *dT, const int16_t *s,
+                                  int nt, int64_t k, float *out, int64_t ldo) {
+    Q8_NAME(k45_rows)(b, rb, R, 0, q, dT, s, nt, k, out, ldo);
+}
+
+Q8_INLINE void Q8_NAME(q5_k_rows)(const uint8_t *b, int64_t rb, int R, const int8_t *q, const float *dT, const int16_t *s,
+                                  int nt, int64_t k, float *out, int64_t ldo) {
+    Q8_NAME(k45_rows)(b, rb, R, 1, q, dT, s, nt, k, out, ldo);
+}
+
 Q8_QDOT(Q8_NAME(qdot_q8_0), Q8_NAME(q8_0_rows_s))
-Q8_QDOT(Q8_NAME(qdot_q4_k), Q8_NAME(q4_k_rows))
-Q8_QDOT(Q8_NAME(qdot_q5_k), Q8_NAME(q5_k_rows))
-Q8_QDOT(Q8_NAME(qdot_q6_k), Q8_NAME(q6_k_rows))
+Q8_QDOT_K(Q8_NAME(qdot_q4_k), Q8_NAME(q4_k_rows))
+Q8_QDOT_K(Q8_NAME(qdot_q5_k), Q8_NAME(q5_k_rows))
+Q8_QDOT_K(Q8_NAME(qdot_q6_k), Q8_NAME(q6_k_rows))
 
 /* the build's kernels into the table */
 Q8_TARGET static void Q8_NAME(install)(mtp_kernels *kt) {
