@@ -134,8 +134,8 @@ Q8_INLINE void Q8_NAME(store_lanes)(__m256 acc, int R, int nt, float *out, int64
             out[t * ldo + r] = v[r * nt + t];
 }
 
-/* The pass's rows are read together, R streams the hardware prefetcher follows poorly: each pass
- * prefetches, spread over its super-blocks, the rows Q8_PREFETCH bytes on (whole passes) */
+/* A pass of R > 1 rows reads them together, R streams the hardware prefetcher follows poorly: each
+ * such pass prefetches, spread over its super-blocks, the rows Q8_PREFETCH bytes on (whole passes) */
 #define Q8_PREFETCH 8192
 Q8_INLINE const uint8_t *Q8_NAME(ahead)(const uint8_t *b, int64_t pass_bytes) {
     return b + (Q8_PREFETCH + pass_bytes - 1) / pass_bytes * pass_bytes;
@@ -150,7 +150,7 @@ Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, co
     const int64_t nbk = k / 256, lines = R * rb / 64;
     const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
     for (int64_t i = 0; i < nbk; i++, b += q5 ? 176 : 144) {
-        for (int64_t c = i * lines / nbk; c < (i + 1) * lines / nbk; c++)  /* spread over the pass */
+        for (int64_t c = i * lines / nbk; R > 1 && c < (i + 1) * lines / nbk; c++)
             _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
         __m256i A[8];
         __m128i mn16[4];
@@ -214,7 +214,7 @@ Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, int64_t rb, int R, const int
     const int64_t nbk = k / 256, lines = R * rb / 64;
     const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
     for (int64_t i = 0; i < nbk; i++, b += 210) {
-        for (int64_t c = i * lines / nbk; c < (i + 1) * lines / nbk; c++)  /* spread over the pass */
+        for (int64_t c = i * lines / nbk; R > 1 && c < (i + 1) * lines / nbk; c++)
             _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
         __m256i A[8];
 #pragma GCC unroll 8
@@ -248,10 +248,11 @@ Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, int64_t rb, int R, const int
                     }
                 }
             }
+            const __m256i sc32 = _mm256_slli_epi16(sc16, 5);  /* 32 * sc_g, |32 * sc_g| <= 4096 */
 #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
                 __m256i S = _mm256_loadu_si256((const __m256i *)(s + t * (k / 16) + 16 * i));
-                A[r * nt + t] = _mm256_sub_epi32(A[r * nt + t], _mm256_slli_epi32(_mm256_madd_epi16(S, sc16), 5));
+                A[r * nt + t] = _mm256_sub_epi32(A[r * nt + t], _mm256_madd_epi16(S, sc32));
             }
         }
         __m256 dd, unused;
@@ -279,8 +280,9 @@ Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const flo
         }                                                                                                              \
     }
 
-/* K-quants: two rows per pass (measured: the reads of more rows at once come slower), the last one
- * alone */
+/* K-quants: R rows per pass, the last few one at a time. Measured: Q4_K / Q5_K gain from two rows
+ * (two rows' lanes share one tail), not from more (the reads come slower); Q6_K reads fastest one row
+ * at a time, in one stream. */
 #define Q8_KPASS(rows, NT, R)                                                                                          \
     {                                                                                                                  \
         int64_t r = 0;                                                                                                 \
@@ -293,17 +295,17 @@ Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const flo
             rows(b + r * rb, rb, 1, q, dT, s, xs, NT, k, out + r, ldo);                                                \
     }
 
-#define Q8_QDOT_K(name, rows, mins)                                                                                    \
+#define Q8_QDOT_K(name, rows, mins, R)                                                                                 \
     Q8_TARGET static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
                                int nt, int64_t k, float *out, int64_t ldo) {                                          \
         const uint8_t *b = w;                                                                                          \
         float dT[8 * (k / 256)];                                                                                       \
         __m256i mins_xs[mins ? 4 * (k / 256) : 1], *xs = mins ? mins_xs : NULL;                                        \
         switch (nt) {                                                                                                  \
-        case 4: Q8_KPASS(rows, 4, 2) break;                                                                            \
-        case 3: Q8_KPASS(rows, 3, 2) break;                                                                            \
-        case 2: Q8_KPASS(rows, 2, 2) break;                                                                            \
-        default: Q8_KPASS(rows, 1, 2)                                                                                  \
+        case 4: Q8_KPASS(rows, 4, R) break;                                                                            \
+        case 3: Q8_KPASS(rows, 3, R) break;                                                                            \
+        case 2: Q8_KPASS(rows, 2, R) break;                                                                            \
+        default: Q8_KPASS(rows, 1, R)                                                                                  \
         }                                                                                                              \
     }
 
@@ -320,9 +322,9 @@ Q8_INLINE void Q8_NAME(q5_k_rows)(const uint8_t *b, int64_t rb, int R, const int
 }
 
 Q8_QDOT(Q8_NAME(qdot_q8_0), Q8_NAME(q8_0_rows_s))
-Q8_QDOT_K(Q8_NAME(qdot_q4_k), Q8_NAME(q4_k_rows), 1)
-Q8_QDOT_K(Q8_NAME(qdot_q5_k), Q8_NAME(q5_k_rows), 1)
-Q8_QDOT_K(Q8_NAME(qdot_q6_k), Q8_NAME(q6_k_rows), 0)
+Q8_QDOT_K(Q8_NAME(qdot_q4_k), Q8_NAME(q4_k_rows), 1, 2)
+Q8_QDOT_K(Q8_NAME(qdot_q5_k), Q8_NAME(q5_k_rows), 1, 2)
+Q8_QDOT_K(Q8_NAME(qdot_q6_k), Q8_NAME(q6_k_rows), 0, 1)
 
 /* the build's kernels into the table */
 Q8_TARGET static void Q8_NAME(install)(mtp_kernels *kt) {
