@@ -8,7 +8,9 @@
 #define Q8_TARGET MTP_AVX2
 #define Q8_NAME(x) x##_avx2
 #define q8_dot4(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), _mm256_set1_epi16(1))
-#define q8_dot16(c, p, s) _mm256_add_epi32((c), _mm256_madd_epi16((p), (s)))
+#define q8_pair(c, v0, x0, v1, x1, s0, s1, s01) \
+    ((void)(s01), _mm256_add_epi32(_mm256_add_epi32((c), _mm256_madd_epi16(_mm256_maddubs_epi16((v0), (x0)), (s0))), \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16((v1), (x1)), (s1))))
 #include "q8_x86.h"
 
 MTP_AVX2 static inline float hmax(__m256 v) {
