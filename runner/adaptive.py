@@ -138,16 +138,17 @@ class AdaptiveDepth:
         per_row = (costs[b].value - costs[a].value) / (b - a)
         return max(costs[a].value + per_row * (size - a), 0.0)
 
-    def rates(self, top: int) -> list[float]:
+    def rates(self, top: int, acceptance: list[float] | None = None) -> list[float]:
         """Expected tokens/s at depths 0..top, in one pass: E(n) over the step's cost, with each a_i
         in E(n) taken as no larger than the one before it (drafts deeper in a chain are no likelier to
         hold, and the deeper estimates go stale while earlier drafts fail, untested: held at 1, they
-        kept depth 4 for 12 steps of rejected drafts)."""
+        kept depth 4 for 12 steps of rejected drafts). `acceptance`: other estimates to rate with."""
+        acceptance = self.acceptance if acceptance is None else acceptance
         draft = self.draft_cost or 0.0
         out, expected, reach, before = [], 1.0, 1.0, 1.0
         for n in range(top + 1):
             if n:
-                before = min(self.acceptance[n - 1], before)
+                before = min(acceptance[n - 1], before)
                 reach *= before
                 expected += reach
             cost = self._verify(n + 1) + (n * draft if n else self.row_cost)
@@ -265,11 +266,10 @@ class AdaptiveDepth:
 
     def _could_pay(self, depth: int, than: int) -> bool:
         """Would `depth` beat depth `than` if its last draft position were always accepted?"""
-        kept = self.acceptance[depth - 1]
-        self.acceptance[depth - 1] = 1.0
-        could = self.tokens_per_second(depth) > self.tokens_per_second(than)
-        self.acceptance[depth - 1] = kept
-        return could
+        sure = list(self.acceptance)
+        sure[depth - 1] = 1.0
+        rates = self.rates(depth, sure)
+        return rates[depth] > rates[than]
 
     def estimates(self) -> dict:
         return {

@@ -144,10 +144,10 @@ def warm_up_catch_up(ctx: Context, max_rows: int) -> None:
     benchmark's warm-up does for the step graphs: a backend pays once for each new batch size, and
     the first plain stretches of a run would otherwise pay it. Writes scratch rows into the MTP
     cache, which every generation resets."""
-    d = ctx.model.hp.n_embd
+    scratch = (0, np.zeros(ctx.model.hp.n_embd, np.float32))
     size = 1
     while size <= min(max_rows, ctx.n_ctx):
-        ctx.mtp_kv([0] * size, np.zeros((size, d), np.float32), 0)
+        _catch_up(ctx, [scratch] * size, 0)  # a power of two: one batch of that size
         size *= 2
 
 

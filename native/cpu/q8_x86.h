@@ -141,6 +141,16 @@ Q8_INLINE const uint8_t *Q8_NAME(ahead)(const uint8_t *b, int64_t pass_bytes) {
     return b + (Q8_PREFETCH + pass_bytes - 1) / pass_bytes * pass_bytes;
 }
 
+/* Super-block i of a pass of R rows (lines cache lines over nbk super-blocks): prefetch its share of
+ * the rows ahead (passes of R > 1 rows only) and zero the lane accumulators */
+Q8_INLINE void Q8_NAME(block_start)(const uint8_t *ahead, int64_t i, int64_t lines, int64_t nbk, int R, __m256i A[8]) {
+    for (int64_t c = i * lines / nbk; R > 1 && c < (i + 1) * lines / nbk; c++)
+        _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++)
+        A[l] = _mm256_setzero_si256();
+}
+
 /* ---- Q4_K / Q5_K: per sub-block j, the products q_j * x scaled by sc_j into int32 lanes (q8_pair,
  * two sub-blocks at a time); the mins against the tokens' sub-block sums (lane_tables) */
 Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, const int8_t *q, const float *dT,
@@ -150,13 +160,9 @@ Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, co
     const int64_t nbk = k / 256, lines = R * rb / 64;
     const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
     for (int64_t i = 0; i < nbk; i++, b += q5 ? 176 : 144) {
-        for (int64_t c = i * lines / nbk; R > 1 && c < (i + 1) * lines / nbk; c++)
-            _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
         __m256i A[8];
         __m128i mn16[4];
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++)
-            A[l] = _mm256_setzero_si256();
+        Q8_NAME(block_start)(ahead, i, lines, nbk, R, A);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const uint8_t *br = b + r * rb;
@@ -214,12 +220,8 @@ Q8_INLINE void Q8_NAME(q6_k_rows)(const uint8_t *b, int64_t rb, int R, const int
     const int64_t nbk = k / 256, lines = R * rb / 64;
     const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
     for (int64_t i = 0; i < nbk; i++, b += 210) {
-        for (int64_t c = i * lines / nbk; R > 1 && c < (i + 1) * lines / nbk; c++)
-            _mm_prefetch((const char *)(ahead + 64 * c), _MM_HINT_T0);
         __m256i A[8];
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++)
-            A[l] = _mm256_setzero_si256();
+        Q8_NAME(block_start)(ahead, i, lines, nbk, R, A);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const uint8_t *br = b + r * rb;
