@@ -69,24 +69,27 @@ class Context:
     def commit(self, n_keep: int) -> None:
         self.backend.commit(self.recurrent_names, n_keep)
 
-    def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Run the MTP head on (token, previous hidden) pairs at positions start.. ."""
+    def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int],
+            slot: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """Run the MTP head on (token, previous hidden) pairs at positions start.., their cache
+        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped)."""
         n = len(tokens)
         out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
-                               self._mtp_inputs(tokens, h, start))
+                               self._mtp_inputs(tokens, h, start, slot))
         return out.get("logits"), out["h_nextn"]
 
     @staticmethod
-    def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int) -> dict[str, np.ndarray]:
+    def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None) -> dict[str, np.ndarray]:
         n = len(tokens)
-        return {"tokens": np.asarray(tokens, np.int32), "pos": np.arange(start, start + n, dtype=np.int32),
-                "h": np.asarray(h, np.float32).reshape(n, -1)}
+        pos = np.arange(start, start + n, dtype=np.int32)
+        return {"tokens": np.asarray(tokens, np.int32), "pos": pos, "h": np.asarray(h, np.float32).reshape(n, -1),
+                "slot": pos if slot is None else np.arange(slot, slot + n, dtype=np.int32)}
 
-    def mtp_kv(self, tokens: Sequence[int], h: np.ndarray, start: int) -> None:
+    def mtp_kv(self, tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None = None) -> None:
         """Fill the MTP head's KV cache for (token, previous hidden) pairs at positions start.. (as
         `mtp` would, bit for bit), computing nothing else: the prompt pass."""
         n = len(tokens)
-        self.backend.run(self._graph(("mtp_kv", n), lambda: self.model.graphs.mtp_kv(n)), self._mtp_inputs(tokens, h, start))
+        self.backend.run(self._graph(("mtp_kv", n), lambda: self.model.graphs.mtp_kv(n)), self._mtp_inputs(tokens, h, start, slot))
 
     def prompt_pass(self, tokens: Sequence[int], n_batch: int, next_token: int | None,
                     logits_last: bool = False) -> tuple[np.ndarray | None, np.ndarray]:

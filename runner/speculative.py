@@ -10,7 +10,9 @@ Chained drafts write MTP-made states at their positions; those entries are rewri
 trunk's states for the positions that were accepted, batched into the next step's first MTP call
 (one MTP batch per step instead of llama.cpp's extra full-batch pass). Positions decoded by plain
 steps (depth 0) are caught up the same way before the next draft; past a few, only their cache
-entries are written (kv_write), as for the prompt.
+entries are written (kv_write), as for the prompt, and past CATCH_UP_WINDOW only the latest: the
+head's cache then skips positions, so its entries sit at slots (position minus the positions skipped
+so far) while rotary embeddings keep the true positions.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ from mtprun.runner.stats import GenerationStats, StepRecord
 # Rows the first MTP call of a drafting step runs whole; more (after plain steps) first have their
 # cache entries written alone, which costs about a quarter of a whole pass.
 FULL_CATCH_UP = 4
+# Rows of a plain stretch the catch-up writes, the latest: older ones are left out of the head's
+# cache. A model whose drafts fail probes rarely (up to 1024 steps apart), and writing every row of
+# such stretches cost 4% of plain decoding on 2 CPU threads (tiny-qwen35moe: 8.5 us a row, 199 us a
+# step). The trunk's state in each row carries the context the left-out rows held.
+CATCH_UP_WINDOW = 64
+# The catch-up is one batch, of a multiple of this many rows: in power-of-two batches (15 rows: 8, 4,
+# 2 and 1), the small ones cost 2-4x a row of a large one, and a real catch-up's rows cost 9-27 us
+# against 5-6 us in one batch (tinycoder, 2 CPU threads).
+CATCH_UP_BATCH = 8
 
 
 def decode(
@@ -58,6 +69,7 @@ def decode(
     pending_h = np.zeros(d_model, np.float32)  # trunk state before the position of `last`
     mtp_rows: list[tuple[int, np.ndarray]] = []  # MTP KV rows still to write, at positions mtp_next..
     mtp_next = 0
+    mtp_gap = 0  # positions left out of the MTP head's cache: position p's row is at slot p - mtp_gap
     if len(prompt) > 1:
         head = list(prompt[:-1])
         # with MTP, its KV for the prompt too: (token p, trunk state p-1) at every position, up to the
@@ -80,17 +92,19 @@ def decode(
             rows = mtp_rows + [(last, pending_h)]
             if len(rows) > FULL_CATCH_UP:  # after plain steps: their cache entries only (_catch_up)
                 t_catch_up, catch_up_rows = time.perf_counter(), len(rows) - 1
-                mtp_next = _catch_up(ctx, rows[:-1], mtp_next)
+                mtp_next, mtp_gap = _catch_up(ctx, rows[:-1], mtp_next, mtp_gap)
                 rows = rows[-1:]
                 catch_up_seconds = time.perf_counter() - t_catch_up
-            logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1])
+            logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
+                                    mtp_next - mtp_gap)
             mtp_rows, mtp_next = [], n_past + 1
             while True:
                 tok = int(np.argmax(logits[-1]))
                 drafts.append(tok)
                 if len(drafts) == depth:
                     break
-                logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], n_past + len(drafts), [0])
+                at = n_past + len(drafts)
+                logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], at, [0], at - mtp_gap)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
         timer.add("draft", t_step)
@@ -113,7 +127,7 @@ def decode(
 
         t0 = time.perf_counter()
         ctx.commit(accepted + 1)
-        if use_mtp:
+        if accepted:
             mtp_rows.extend(zip(drafts[:accepted], h[:accepted]))
         pending_h = h[accepted]
         timer.add("rollback", t0)
@@ -125,7 +139,9 @@ def decode(
         step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start,
                           catch_up_seconds, catch_up_rows)
         stats.steps.append(step)
+        t0 = time.perf_counter()
         policy.observe(step)
+        timer.add("draft", t0)  # learning is part of choosing the depth
         for tok in emitted:
             produced += 1
             stats.generated = produced
@@ -140,23 +156,24 @@ def decode(
 
 
 def warm_up_catch_up(ctx: Context, max_rows: int) -> None:
-    """Build the catch-up's graphs (each power-of-two batch up to `max_rows`) ahead of time, as a
-    benchmark's warm-up does for the step graphs: a backend pays once for each new batch size, and
-    the first plain stretches of a run would otherwise pay it. Writes scratch rows into the MTP
-    cache, which every generation resets."""
+    """Build the catch-up's graphs (each batch size up to `max_rows`) ahead of time, as a benchmark's
+    warm-up does for the step graphs: a backend pays once for each new batch size, and the first
+    plain stretches of a run would otherwise pay it. Writes scratch rows into the MTP cache, which
+    every generation resets."""
     scratch = (0, np.zeros(ctx.model.hp.n_embd, np.float32))
-    size = 1
-    while size <= min(max_rows, ctx.n_ctx):
-        _catch_up(ctx, [scratch] * size, 0)  # a power of two: one batch of that size
-        size *= 2
+    for size in range(CATCH_UP_BATCH, min(max_rows, CATCH_UP_WINDOW) + CATCH_UP_BATCH, CATCH_UP_BATCH):
+        _catch_up(ctx, [scratch] * size, 0, 0)
 
 
-def _catch_up(ctx: Context, rows: list[tuple[int, np.ndarray]], start: int) -> int:
-    """The MTP head's cache entries for (token, trunk state) rows at positions start.., in
-    power-of-two batches (long plain stretches then compile few graphs); returns the next position."""
-    done = 0
-    while done < len(rows):
-        chunk = rows[done : done + (1 << ((len(rows) - done).bit_length() - 1))]
-        ctx.mtp_kv([r[0] for r in chunk], np.stack([r[1] for r in chunk]), start + done)
-        done += len(chunk)
-    return start + done
+def _catch_up(ctx: Context, rows: list[tuple[int, np.ndarray]], start: int, gap: int) -> tuple[int, int]:
+    """The MTP head's cache entries for (token, trunk state) rows at positions start.. (slots
+    start - gap..), the last CATCH_UP_WINDOW of them, in one batch; returns the next position and the
+    gap grown by the rows left out. The batch is padded to a multiple of CATCH_UP_BATCH rows (few graphs
+    to build): the padding lands on the slots after the rows, which the next MTP call and drafts write
+    before anything reads them, as after any rollback."""
+    skip = max(len(rows) - CATCH_UP_WINDOW, 0)
+    start, gap, rows = start + skip, gap + skip, rows[skip:]
+    size = min(-(-len(rows) // CATCH_UP_BATCH) * CATCH_UP_BATCH, ctx.n_ctx - start)
+    batch = rows + rows[-1:] * (size - len(rows))
+    ctx.mtp_kv([r[0] for r in batch], np.stack([r[1] for r in batch]), start, start - gap)
+    return start + len(rows), gap

@@ -113,6 +113,19 @@ def test_catch_up_is_charged_to_the_plain_steps_it_follows():
     assert abs(policy.tokens_per_second(0) - 1 / 1.01) < 1e-9
 
 
+def test_a_catch_ups_fixed_part_is_spread_over_the_plain_stretch():
+    """A catch-up costs a fixed part plus its rows: a plain step is charged its row and the fixed part
+    shared by the steps to the next probe (a per-row average charged a small catch-up's fixed part
+    to its few rows), also when one catch-up stalled."""
+    policy = AdaptiveDepth(n_max=1)
+    for rows, stall in ((8, 1), (8, 1), (16, 1), (24, 1), (8, 5), (32, 1)):
+        policy.observe(StepRecord([0], 1, [0, 0], draft_seconds=1.0, verify_seconds=1.1,
+                                  catch_up_seconds=stall * (0.05 + 0.01 * rows), catch_up_rows=rows))
+    for pace in (8, 64):
+        policy.probe_intervals[0] = pace
+        assert abs(policy.row_cost - (0.01 + 0.05 / pace)) < 1e-9
+
+
 def test_costs_are_medians_of_recent_samples():
     """A stall lifts one sample, not the estimate; slow early samples leave it within a window; and a
     cost sampled every step is not estimated below one sampled seldom for its lucky samples."""

@@ -42,7 +42,8 @@ def test_bench_reports_every_field(capsys):
     pre = r["prefill"]
     assert pre["tokens"] == 16
     assert pre["mtp_off_tokens_per_s"] > 0 and pre["mtp_on_tokens_per_s"] > 0
-    assert 0 < pre["mtp_on_slowdown"] < 1
+    # the share of prefill speed lost with MTP on (a timing: on a tiny prompt it can come out negative)
+    assert abs(pre["mtp_on_slowdown"] - (1 - pre["mtp_on_tokens_per_s"] / pre["mtp_off_tokens_per_s"])) < 1e-9
 
     assert len(r["costs"]["trunk_seconds"]) == 2 and len(r["costs"]["draft_seconds"]) == 1
     assert [d["depth"] for d in r["depths"]] == [0, 1]

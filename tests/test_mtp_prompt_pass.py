@@ -63,3 +63,59 @@ def test_prompt_pass_inside_the_trunk_graphs_writes_the_same_cache(name, backend
     assert all(np.abs(a).sum() > 0 for a in got)
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
     assert np.array_equal(h_last, h[-1])
+
+
+class _PlainThenDraft:
+    """Plain steps, then depth 2; at the step after the first drafting step, a copy of the MTP cache."""
+
+    max_depth = 2
+
+    def __init__(self, ctx, plain: int) -> None:
+        self.ctx, self.plain, self.steps, self.cache, self.drafts = ctx, plain, 0, None, []
+
+    def begin(self) -> None:
+        pass
+
+    def choose(self, limit: int) -> int:
+        self.steps += 1
+        if self.steps == self.plain + 2:
+            self.cache = [a.copy() for a in self.ctx.backend.read_state("mtp_kv")]
+        return 0 if self.steps <= self.plain else min(2, limit)
+
+    def observe(self, step) -> None:
+        self.drafts.append(step.draft)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_a_catch_up_past_its_window_leaves_out_the_oldest_rows(backend, monkeypatch):
+    """After more plain steps than the catch-up's window, the MTP head's cache holds the prompt's
+    rows, then the window's latest rows and the drafting step's own row at the next slots (their
+    true positions in the rotary embeddings): bit for bit the cache built by hand from the trunk's
+    states, and the same first draft (the catch-up's padding rows, past them, are never read). The
+    tokens are plain decoding's."""
+    from mtprun.runner import speculative
+    from mtprun.runner.sampling import SamplingParams
+    from mtprun.runner.stats import GenerationStats
+
+    window, plain = 12, 20  # the catch-up: 12 of 20 rows, in a batch of 16
+    monkeypatch.setattr(speculative, "CATCH_UP_WINDOW", window)
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=128)
+    ctx = m._ctx
+    ids = list(next(iter(prompts("tinycoder").values())))[:16]
+    policy = _PlainThenDraft(ctx, plain)
+    tokens = list(speculative.decode(ctx, ids, 30, SamplingParams(temp=0.0), policy, frozenset(), GenerationStats()))
+    assert tokens == m.generate(ids, n_predict=30).tokens and policy.cache is not None
+
+    full, n = ids + tokens, len(ids)
+    ctx.reset()
+    _, h = ctx.prefill(full[: n + plain], 0, 512, logits_last=False)  # h[p]: the trunk's state at p
+    ctx.reset()
+    ctx.prompt_pass(ids[:-1], 512, ids[-1])  # slots 0 .. n-1, at their positions
+    first = n - 1 + plain - window  # the first row the catch-up keeps (rows from n-1 on are the plain steps')
+    rows = list(range(first, n + plain))  # the window, then the drafting step's own row
+    ctx.mtp_kv([full[q] for q in rows[:-1]], h[[q - 1 for q in rows[:-1]]], first, n - 1)
+    logits, _ = ctx.mtp(full[rows[-1] : rows[-1] + 1], h[rows[-1] - 1][None], rows[-1], [0], n - 1 + window)
+    assert policy.drafts[plain][0] == int(np.argmax(logits[0]))
+    want = [a[: n + window].copy() for a in ctx.backend.read_state("mtp_kv")]
+    got = [a[: n + window] for a in policy.cache]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))

@@ -169,7 +169,8 @@ class Qwen35Graphs:
         if mtp:
             p = self._mtp_prefix()
             x = self._mtp_block_input(g, g.input("mtp_tokens", (n,), "i32"), hn, p)
-            self._mtp_kv_write(g, x, g.input("mtp_pos", (n,), "i32"), p)
+            mtp_pos = g.input("mtp_pos", (n,), "i32")
+            self._mtp_kv_write(g, x, mtp_pos, mtp_pos, p)
         return g
 
     def _trunk_body(self, g: Graph, tokens: Ref, pos: Ref) -> Ref:
@@ -182,7 +183,7 @@ class Qwen35Graphs:
             if hp.recurrent[il]:
                 h = self._delta_net_block(g, h, p, il)
             else:
-                h = self._attention_block(g, h, pos, p, f"kv{il}")
+                h = self._attention_block(g, h, pos, pos, p, f"kv{il}")
             x = x + h
             h = g.rms_norm(x, self._w(g, f"{p}.post_attention_norm.weight"), hp.rms_eps)
             x = x + self._ffn(g, h, p)
@@ -192,9 +193,9 @@ class Qwen35Graphs:
         """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions."""
         hp = self.hp
         m = MTP_PREFIX
-        g, pos, x, p = self._mtp_input(f"mtp[{n}]", n)
+        g, pos, slot, x, p = self._mtp_input(f"mtp[{n}]", n)
         h = g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), hp.rms_eps)
-        x = x + self._attention_block(g, h, pos, p, "mtp_kv")
+        x = x + self._attention_block(g, h, pos, slot, p, "mtp_kv")
         h = g.rms_norm(x, self._w(g, f"{p}.post_attention_norm.weight"), hp.rms_eps)
         x = x + self._ffn(g, h, p)
         hn = g.rms_norm(x, self._w(g, m + "head_norm"), hp.rms_eps)
@@ -207,14 +208,15 @@ class Qwen35Graphs:
         """The MTP head's KV cache for n (token, previous trunk hidden state) pairs, as `mtp` writes it,
         and nothing else: a prompt's positions need only their cache entries, so the rest of the
         layer (queries, attention, output, FFN: ~3/4 of it) is skipped."""
-        g, pos, x, p = self._mtp_input(f"mtp_kv[{n}]", n)
-        g.output("k", self._mtp_kv_write(g, x, pos, p))
+        g, pos, slot, x, p = self._mtp_input(f"mtp_kv[{n}]", n)
+        g.output("k", self._mtp_kv_write(g, x, pos, slot, p))
         return g
 
-    def _mtp_kv_write(self, g: Graph, x: Ref, pos: Ref, p: str) -> Ref:
-        """The MTP block's keys and values for its input x, written to its cache at `pos`."""
+    def _mtp_kv_write(self, g: Graph, x: Ref, pos: Ref, slot: Ref, p: str) -> Ref:
+        """The MTP block's keys and values for its input x at positions `pos`, written to its cache
+        at `slot`."""
         k, v = self._kv(g, g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), self.hp.rms_eps), pos, p)
-        return g.kv_write(k, v, pos, "mtp_kv")
+        return g.kv_write(k, v, slot, "mtp_kv")
 
     # -- pieces
     def _w(self, g: Graph, name: str) -> Ref:
@@ -227,13 +229,15 @@ class Qwen35Graphs:
     def _mtp_prefix(self) -> str:
         return f"{MTP_PREFIX}blk.{self.hp.n_layer}"
 
-    def _mtp_input(self, name: str, n: int) -> tuple[Graph, Ref, Ref, str]:
-        """A graph over n (token, hidden) pairs with the MTP block's input: (graph, positions, that
-        input, the block's tensor prefix)."""
+    def _mtp_input(self, name: str, n: int) -> tuple[Graph, Ref, Ref, Ref, str]:
+        """A graph over n (token, hidden) pairs with the MTP block's input: (graph, positions, cache
+        slots, that input, the block's tensor prefix). The head's cache may skip positions (the draft
+        loop leaves out old rows of long plain stretches), so its slots are an input of their own:
+        attention is causal over slots, rotary embeddings take the true positions."""
         g = Graph(name)
-        tokens, pos = g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32")
+        tokens, pos, slot = g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32"), g.input("slot", (n,), "i32")
         p = self._mtp_prefix()
-        return g, pos, self._mtp_block_input(g, tokens, g.input("h", (n, self.hp.n_embd)), p), p
+        return g, pos, slot, self._mtp_block_input(g, tokens, g.input("h", (n, self.hp.n_embd)), p), p
 
     def _mtp_block_input(self, g: Graph, tokens: Ref, h: Ref, p: str) -> Ref:
         """eh_proj([enorm(embed(token)), hnorm(h)]) for (token, hidden) pairs."""
@@ -251,7 +255,8 @@ class Qwen35Graphs:
         v = g.reshape(g.matmul(h, self._w(g, f"{p}.attn_v.weight")), (n, hp.n_head_kv, hd))
         return g.rope(k, pos, hp.n_rot, hp.rope_sections, hp.rope_base), v
 
-    def _attention_block(self, g: Graph, h: Ref, pos: Ref, p: str, state: str) -> Ref:
+    def _attention_block(self, g: Graph, h: Ref, pos: Ref, slot: Ref, p: str, state: str) -> Ref:
+        """Gated attention over the cache `state`: rotary embeddings at `pos`, cache rows at `slot`."""
         hp = self.hp
         n, hd = h.shape[0], hp.head_dim
         # attn_q yields, per head, the query followed by its output gate.
@@ -260,7 +265,7 @@ class Qwen35Graphs:
         gate = g.reshape(g.slice(qg, hd, 2 * hd), (n, hp.n_head * hd))
         k, v = self._kv(g, h, pos, p)
         q = g.rope(q, pos, hp.n_rot, hp.rope_sections, hp.rope_base)
-        o = g.attention(q, k, v, pos, state, 1.0 / float(np.sqrt(hd)))
+        o = g.attention(q, k, v, slot, state, 1.0 / float(np.sqrt(hd)))
         o = g.reshape(o, (n, hp.n_head * hd)) * g.unary("sigmoid", gate)
         return g.matmul(o, self._w(g, f"{p}.attn_output.weight"))
 
