@@ -5,7 +5,8 @@ weights own none.
 The arena starts with two fixed regions, so that a step moves through two copies only: the inputs
 (then `in_extra` bytes the caller fills per run, e.g. which recurrent snapshot is committed) in
 [0, in_bytes), one host-to-device copy; and the outputs (then `out_extra` bytes, e.g. an error flag)
-in [out_start, out_start + out_bytes), one device-to-host copy. A launch list prepared once over
+in [out_start, out_start + out_bytes), one device-to-host copy. The fusion pass's nodes (native/fusion.py):
+"view" aliases its input like a reshape, "absorbed" owns no buffer. A launch list prepared once over
 the arena (a CUDA graph, a recorded Vulkan command buffer) stays valid: every per-step value lives
 in these fixed bytes."""
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mtprun.runner.graph import ALIASING_OPS, Graph
+from mtprun.runner.graph import ALIASING_OPS, Graph, Node
 
+VIEWS = (*ALIASING_OPS, "view")  # a node whose result is its first input's buffer
 ALIGN = 256  # bytes: every buffer starts 16-byte vector aligned and on its own cache lines
 
 
@@ -39,11 +41,12 @@ def _round(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
-    nodes = graph.nodes
+def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0, nodes: list[Node] | None = None) -> Layout:
+    """The plan for graph's nodes, or for `nodes` in their place (fusion.py's rewrite of them)."""
+    nodes = graph.nodes if nodes is None else nodes
     root = list(range(len(nodes)))
     for i, nd in enumerate(nodes):
-        if nd.op in ALIASING_OPS:
+        if nd.op in VIEWS:
             root[i] = root[nd.inputs[0]]
     last_use: dict[int, int] = {}
     for i, nd in enumerate(nodes):
@@ -51,7 +54,7 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
             last_use[root[src]] = i
     inputs = [i for i, nd in enumerate(nodes) if nd.op == "input"]
     outputs = sorted({root[i] for i in graph.outputs.values()} - set(inputs))
-    outputs = [r for r in outputs if nodes[r].op != "weight" and nodes[r].op not in ALIASING_OPS]
+    outputs = [r for r in outputs if nodes[r].op != "weight" and nodes[r].op not in VIEWS]
     pinned = set(outputs) | set(inputs)
     offsets: dict[int, int] = {}
     size = 0
@@ -78,7 +81,7 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0) -> Layout:
         return size - nbytes
 
     for i, nd in enumerate(nodes):
-        if nd.op in ("weight", "input", *ALIASING_OPS):
+        if nd.op in ("weight", "input", "absorbed", *VIEWS):
             continue
         if i not in offsets:
             offsets[i] = alloc(node_bytes(nd.shape))

@@ -27,6 +27,7 @@ class CudaDevice:
     mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
     delta_net_lanes = 8  # threads per DeltaNet state column: DN_LANES in kernels/recurrent.cu
     conv_per_token = True  # ssm_conv: a thread per channel and token
+    fuse = True  # the graph's nodes through native/fusion.py (kernels: norm_fused_*, chain_*, ssm_conv_silu_*)
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
         self.activations = check_activations(activations)  # read by gpu.py's matmul emission

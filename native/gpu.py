@@ -10,20 +10,24 @@ only of small tensors that element-wise ops read), KV caches and recurrent state
 snapshots on the device, and the per-step values (inputs, which snapshot is committed) in the
 arena's input region so a prepared launch list replays unchanged. `commit` only changes which
 snapshot buffer is the committed one (a host-side index, uploaded with the next run's inputs).
+A device whose kernel set has the fused kernels (its `fuse`, CUDA's) gets the graph's nodes through
+native/fusion.py's pass first: fewer, larger launches with the same bits.
 """
 
 from __future__ import annotations
 
-from ctypes import c_float, c_int32, c_int64, c_uint64
+import math
+from ctypes import Structure, c_float, c_int32, c_int64, c_uint64
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
-from mtprun.native.arena import Layout, plan_arena
+from mtprun.native.arena import VIEWS, Layout, plan_arena
+from mtprun.native.fusion import CHAIN_STEPS, fuse
 from mtprun.native.numpy_backend import imrope_uses_text_position
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import ALIASING_OPS, Graph, Node, StateSpec, WeightTensor
+from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
 
 F32 = np.float32
 # ggml type -> (kernel suffix, values per block, bytes per block)
@@ -36,6 +40,8 @@ TYPES: dict[int, tuple[str, int, int]] = {
 _BLOCK_INPUTS = {"matmul": (1,), "get_rows": (0,), "moe": (1, 2, 3, 4)}
 _ERRORS = {1: "a position is outside the context (n_ctx)", 3: "a token id is outside the vocabulary"}
 _UNARY = {"sigmoid": 0, "silu": 1, "softplus": 2, "scale": 3}
+_BINARY = {"add": 0, "mul": 1}
+_CHAIN_BINARY = 4  # a chain step's code for add / mul: this plus _BINARY's (kernels/elementwise.cu)
 _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention kernels
 # The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
@@ -82,6 +88,13 @@ class _Kv:
     spec: StateSpec
     k: DeviceBuffer
     v: DeviceBuffer
+
+
+class _Chain(Structure):
+    """kernels/elementwise.cu's Chain: each step's operand, its strides, op and factor; whether all are flat."""
+
+    _fields_ = [("inp", c_uint64 * CHAIN_STEPS), ("st", (c_int64 * 4) * CHAIN_STEPS), ("op", c_int32 * CHAIN_STEPS),
+                ("factor", c_float * CHAIN_STEPS), ("flat", c_int32)]
 
 
 class Launch(NamedTuple):
@@ -131,6 +144,7 @@ class GpuDevice(Protocol):
 @dataclass
 class Compiled:
     graph: Graph
+    nodes: list[Node]  # graph.nodes as launched: fusion.py's rewrite where the device fuses
     arena: DeviceBuffer
     layout: Layout
     stage_in: HostBuffer  # host images of the arena's input and output regions
@@ -250,22 +264,26 @@ class GpuBackend:
     # -- compilation
     def _compile(self, graph: Graph) -> Compiled:
         n_rec = sum(nd.op in ("ssm_conv", "delta_net") for nd in graph.nodes)
-        lay = plan_arena(graph, in_extra=4 * n_rec, out_extra=4)
+        nodes = fuse(graph) if getattr(self._dev, "fuse", False) else graph.nodes
+        lay = plan_arena(graph, in_extra=4 * n_rec, out_extra=4, nodes=nodes)
         offsets = lay.offsets
         arena = self._dev.alloc(lay.size)
-        c = Compiled(graph, arena, lay, self._dev.host(lay.in_bytes), self._dev.host(lay.out_bytes),
+        c = Compiled(graph, nodes, arena, lay, self._dev.host(lay.in_bytes), self._dev.host(lay.out_bytes),
                       arena.ptr + lay.out_extra)
         c.committed_view = c.stage_in.view(lay.in_extra, (n_rec,), np.int32)
         c.stage_in.array[:] = 0
         self._dev.zero(c.err, 4)
         ptrs: dict[int, int] = {}
-        for i, nd in enumerate(graph.nodes):
+        for i, nd in enumerate(nodes):
             if nd.op == "weight":
                 self._weight(nd)  # checks it was loaded with this shape
                 continue
-            if nd.op in ALIASING_OPS:
-                ptrs[i] = ptrs[nd.inputs[0]] if nd.inputs[0] in ptrs else self._f32_ptr(graph.nodes[nd.inputs[0]])
-                if nd.op == "reshape":
+            if nd.op == "absorbed":
+                continue
+            if nd.op in VIEWS:
+                src = nd.inputs[0]
+                ptrs[i] = (ptrs[src] if src in ptrs else self._f32_ptr(nodes[src])) + 4 * nd.attrs.get("offset", 0)
+                if nd.op in ("reshape", "view"):
                     continue
             else:
                 ptrs[i] = c.arena.ptr + offsets[i]
@@ -273,14 +291,16 @@ class GpuBackend:
                 dtype = np.int32 if nd.attrs["dtype"] == "i32" else F32
                 c.inputs.append((nd.attrs["name"], c.stage_in.view(offsets[i], nd.shape, dtype), nd.shape, dtype))
                 continue
+            if nd.op == "side":  # written by a later fused launch
+                continue
             args = []
             for slot, src in enumerate(nd.inputs):
-                snd = graph.nodes[src]
+                snd = nodes[src]
                 if snd.op == "weight":
                     args.append(self._weight(snd) if slot in _BLOCK_INPUTS.get(nd.op, ()) else self._f32_ptr(snd))
                 else:
                     args.append(ptrs[src])
-            shapes = [graph.nodes[s].shape for s in nd.inputs]
+            shapes = [nodes[s].shape for s in nd.inputs]
             getattr(self, f"_emit_{nd.op}")(c, nd, ptrs[i], args, shapes)
         for name, i in graph.outputs.items():
             off = ptrs[i] - arena.ptr if i in ptrs else -1
@@ -359,16 +379,34 @@ class GpuBackend:
     def _q8_rows(self, c: Compiled, x: int, x_node: int, n: int, k: int, block: int, planes: int) -> tuple[int, int]:
         """x's int8 rows for the products that follow: quantized into one scratch area per graph,
         once for consecutive products of the same input (q, k, v; gate, up)."""
-        if c.q8_rows is None:  # sized for the graph's largest product input
+        if c.q8_holds != (x_node, block):
+            xq, xd = self._q8_scratch(c, planes)
+            blocks = n * (k // block)
+            self._launch(c, f"q8_rows_{block}", (max(1, min(-(-blocks // 4), MAX_GRID)), 1), 128,
+                         [_p(x), _p(xq), _p(xd), _i(n), _i(k), _i(planes)])
+            c.q8_holds = (x_node, block)
+        return c.q8_rows
+
+    def _q8_scratch(self, c: Compiled, planes: int) -> tuple[int, int]:
+        """The graph's int8 activation rows and their scales, sized for its largest product input."""
+        if c.q8_rows is None:
             values = max(int(np.prod(c.graph.nodes[nd.inputs[0]].shape, dtype=np.int64))
                          for nd in c.graph.nodes if nd.op in ("matmul", "moe"))
             c.q8_rows = (self._scratch(c, planes * values), self._scratch(c, 4 * planes * (values // 32)))
-        if c.q8_holds != (x_node, block):
-            blocks = n * (k // block)
-            self._launch(c, f"q8_rows_{block}", (max(1, min(-(-blocks // 4), MAX_GRID)), 1), 128,
-                         [_p(x), _p(c.q8_rows[0]), _p(c.q8_rows[1]), _i(n), _i(k), _i(planes)])
-            c.q8_holds = (x_node, block)
         return c.q8_rows
+
+    def _fused_q8(self, c: Compiled, nd: Node, row: int) -> tuple[int, int, int, int]:
+        """(block, int8 rows, scales, planes) where a fused norm also quantizes its result, rows of
+        `row` values, for the product launched next (fusion.py's attrs.feeds); else (256, 0, 0, 0)."""
+        planes = ACTIVATION_PLANES[getattr(self._dev, "activations", "f32")]
+        mm = c.nodes[nd.attrs["feeds"]] if "feeds" in nd.attrs else None
+        w = self._weight(c.nodes[mm.inputs[1]]) if mm is not None and planes else None
+        if w is None or w.suffix not in Q8_BLOCKS or w.tensor.shape[-1] != row:
+            return 256, 0, 0, 0
+        block = Q8_BLOCKS[w.suffix]
+        xq, xd = self._q8_scratch(c, planes)
+        c.q8_holds = (mm.inputs[0], block)  # the product's _q8_rows finds its rows made
+        return block, xq, xd, planes
 
     def _emit_matmul(self, c, nd, out, args, shapes) -> None:
         self._matmul(c, args[0], args[1], out, nd.shape[0], nd.inputs[0])
@@ -385,6 +423,16 @@ class GpuBackend:
         rows = int(np.prod(nd.shape, dtype=np.int64)) // d
         w = args[1] if len(args) > 1 else 0
         self._launch(c, "norm_rows", (rows, 1), 256, [_p(args[0]), _p(w), _p(out), _i(d), c_float(nd.attrs["eps"]), _i(l2)])
+
+    def _emit_norm(self, c, nd, out, args, shapes) -> None:
+        """fusion.py's norm: rms_norm / l2_norm with the launches it took over, one row a workgroup."""
+        a = dict(zip(nd.attrs["roles"], args))
+        d = nd.shape[-1]
+        block, xq, xd, planes = self._fused_q8(c, nd, d if len(nd.shape) == 2 else 0)
+        values = next(v for v in (4, 8, 16, 32) if 256 * v >= d)  # per thread: the fewest registers that hold a row
+        self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d, 1), 256,
+                     [_p(a["x"] + 4 * nd.attrs["offset"]), _l(nd.attrs["per"]), _l(nd.attrs["stride"]), *(_p(a.get(r, 0)) for r in ("b", "sum", "w", "gate")),
+                      _p(out), _p(xq), _p(xd), _i(planes), _i(d), c_float(nd.attrs["eps"]), _i(nd.attrs["l2"])])
 
     def _emit_rms_norm(self, c, nd, out, args, shapes) -> None:
         self._norm(c, nd, out, args, shapes, 0)
@@ -404,10 +452,26 @@ class GpuBackend:
                      [_p(args[0]), _p(args[1]), _p(out), _l(total), _i(op), _l(shape4[1]), _l(shape4[2]), _l(shape4[3]), *strides])
 
     def _emit_add(self, c, nd, out, args, shapes) -> None:
-        self._binary(c, nd, out, args, shapes, 0)
+        self._binary(c, nd, out, args, shapes, _BINARY["add"])
 
     def _emit_mul(self, c, nd, out, args, shapes) -> None:
-        self._binary(c, nd, out, args, shapes, 1)
+        self._binary(c, nd, out, args, shapes, _BINARY["mul"])
+
+    def _emit_chain(self, c, nd, out, args, shapes) -> None:
+        """fusion.py's chain of element-wise ops, one thread per output element."""
+        shape4 = (1,) * (4 - len(nd.shape)) + tuple(nd.shape)
+        total = math.prod(shape4)
+        ch = _Chain()
+        ch.op[:] = [-1] * CHAIN_STEPS
+        for j, (op, slot, factor) in enumerate(nd.attrs["steps"]):
+            if j:
+                ch.op[j] = _UNARY[op] if op in _UNARY else _CHAIN_BINARY + _BINARY[op]
+                ch.factor[j] = factor
+            if slot >= 0:
+                ch.inp[j] = args[slot]
+                ch.st[j][:] = broadcast_strides(shapes[slot], shape4)
+        ch.flat = all(math.prod(shapes[slot]) == total for _, slot, _ in nd.attrs["steps"] if slot >= 0)
+        self._launch(c, "chain", self._grid(total), 256, [ch, _p(out), _l(total), _l(shape4[1]), _l(shape4[2]), _l(shape4[3])])
 
     def _unary(self, c, nd, out, args, op: str) -> None:
         total = int(np.prod(nd.shape, dtype=np.int64))
@@ -494,7 +558,7 @@ class GpuBackend:
             raise MtprunError(f"graph {c.graph.name}: ssm_conv of width {width} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (width - 1, channels))
         # one thread per channel walking the tokens, or (a device's `conv_per_token`) per channel and token
-        self._launch(c, f"ssm_conv_{width}", (-(-channels // 128), n if getattr(self._dev, "conv_per_token", False) else 1), 128,
+        self._launch(c, f"ssm_conv{'_silu' if nd.attrs.get('silu') else ''}_{width}", (-(-channels // 128), n if getattr(self._dev, "conv_per_token", False) else 1), 128,
                      [_p(args[0]), _p(args[1]), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
                       _i(rec.m), _i(n), _i(channels)])
 

@@ -85,6 +85,27 @@ def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch):
 
 
 @needs_cuda
+@needs_fixtures
+@pytest.mark.parametrize("model, qtype, mode", [("tinycoder", "q8_0", "f32"), ("tinycoder", "q8_0", "q8"),
+                                                ("tinycoder", "q4_k_m", "q8x2"), ("tiny-qwen35moe", "q4_k_m", "q8")])
+def test_fused_launches_equal_separate_ones(model, qtype, mode):
+    """native/fusion.py's launches (norms with the residual add, gate and int8 rows around them,
+    element-wise chains, conv + silu, slices as views) give what the separate kernels give, bit for
+    bit: the same tokens with MTP (verify batches, rollbacks) and the same logits."""
+    fused = mtprun.load(model_file(model, qtype), backend="cuda", n_ctx=1024, activations=mode)
+    separate = mtprun.load(model_file(model, qtype), backend="cuda", n_ctx=1024, activations=mode)
+    separate._ctx.backend._dev.fuse = False
+    for ids in list(prompts(model).values())[:2]:
+        for depth in (0, 3):
+            a = fused.generate(ids, n_predict=24, spec_draft_n_max=depth)
+            b = separate.generate(ids, n_predict=24, spec_draft_n_max=depth)
+            assert a.tokens == b.tokens, depth
+        assert np.array_equal(fused.logits(ids), separate.logits(ids))
+    kernels = {launch.kernel.rstrip("_0123456789") for c in fused._ctx.backend._compiled.values() for launch in c.launches}
+    assert {"norm_fused", "chain", "ssm_conv_silu"} <= kernels and not kernels & {"norm_rows", "binary"}, kernels
+
+
+@needs_cuda
 @pytest.mark.parametrize("mode", ["q8", "q8x2"])
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
 def test_int8_activation_products(qtype, mode):

@@ -2,51 +2,9 @@
 // `activations` asks for them): each row of x becomes int8 blocks with a float scale, then products
 // with Q4_K, Q5_K, Q6_K and Q8_0 weights run on integer dot products (dp4a: four values an
 // instruction, exact), where the float32 path spends three instructions a value and so cannot keep
-// up with the memory. Quantization is the CPU backend's (native/cpu/mtp.h): per block of 256
-// (K-quants) or 32 (Q8_0) values, amax = max |x|, d = amax / 127, q = nearest-even(x * (127 / amax))
-// (0 where amax is 0); q8x2 adds a second plane that quantizes x - d * q the same way. Token t's
-// plane p is row P t + p of the int8 rows. A row's sum runs in a fixed order whatever the batch:
-// every lane covers the same blocks in the same order for each token, then a butterfly.
-
-// x [n, k] -> int8 rows q [n P, k] and their scales d [n P, k / B]; one warp per block of B values.
-template <int B>
-__device__ __forceinline__ void q8_rows(const float* x, i8* q, float* d, int n, int k, int planes) {
-    constexpr int V = B / 32;  // values per lane, consecutive
-    const int lane = threadIdx.x & 31, per_row = k / B;
-    const i64 total = (i64)n * per_row;
-    for (i64 blk = (i64)blockIdx.x * 4 + (threadIdx.x >> 5); blk < total; blk += (i64)gridDim.x * 4) {
-        const int t = (int)(blk / per_row), b = (int)(blk % per_row);
-        const float* xb = x + (i64)t * k + (i64)b * B + lane * V;
-        float v[V];
-#pragma unroll
-        for (int i = 0; i < V; i++) v[i] = xb[i];
-        for (int p = 0; p < planes; p++) {
-            float amax = 0.0f;
-#pragma unroll
-            for (int i = 0; i < V; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-            const float inv = amax > 0.0f ? 127.0f / amax : 0.0f, scale = amax / 127.0f;
-            const i64 row = (i64)t * planes + p;
-            i8* qo = q + row * k + (i64)b * B + lane * V;
-#pragma unroll
-            for (int i = 0; i < V; i++) {
-                const int qi = __float2int_rn(v[i] * inv);
-                qo[i] = (i8)qi;
-                v[i] = v[i] - scale * (float)qi;  // the next plane's input (two roundings: --fmad=false)
-            }
-            if (lane == 0) d[row * per_row + b] = scale;
-        }
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(128) q8_rows_32(const float* x, i8* q, float* d, int n, int k, int planes) {
-    q8_rows<32>(x, q, d, n, k, planes);
-}
-
-extern "C" __global__ void __launch_bounds__(128) q8_rows_256(const float* x, i8* q, float* d, int n, int k, int planes) {
-    q8_rows<256>(x, q, d, n, k, planes);
-}
+// up with the memory. The int8 rows come from activations.cu (q8_rows, or a fused kernel). A row's
+// sum runs in a fixed order whatever the batch: every lane covers the same blocks in the same order
+// for each token, then a butterfly.
 
 __device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, (int)b, c); }
 

@@ -6,7 +6,7 @@
 // Depthwise causal conv of x [n, C] with w [C, K] over z = state [K-1, C] ++ x: one thread per
 // (channel, token), grid (ceil(C / 128), n); output t reads z[t .. t+K-1], and (for the last m tokens)
 // the window z[t+1 .. t+K-1] is its snapshot.
-template <int K>
+template <int K, bool SILU>
 __device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, int n, int C) {
     const int committed = *committed_p;
     const int c = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
@@ -21,7 +21,7 @@ __device__ __forceinline__ void ssm_conv(const float* x, const float* w, float* 
     float acc = z[0] * w[(i64)c * K];  // the reference's order: tap 0, then + tap j
 #pragma unroll
     for (int j = 1; j < K; j++) acc = acc + z[j] * w[(i64)c * K + j];
-    o[(i64)t * C + c] = acc;
+    o[(i64)t * C + c] = SILU ? acc * sigmoid_f(acc) : acc;  // SILU: the silu that followed (fusion.py)
     const int first = max(n - m, 0);
     if (t >= first) {
         float* dst = bufs + slot_buffer(t - first, committed) * size;
@@ -126,11 +126,12 @@ __device__ __forceinline__ void delta_net(const float* q, const float* k, const 
     }
 }
 
-#define SSM_CONV(K)                                                                                            \
-    extern "C" __global__ void ssm_conv_##K(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, \
-                                            int n, int C) {                                                    \
-        ssm_conv<K>(x, w, o, bufs, size, committed_p, m, n, C);                                                  \
+#define SSM_CONV_AS(NAME, K, SILU)                                                                              \
+    extern "C" __global__ void NAME(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, \
+                                    int n, int C) {                                                            \
+        ssm_conv<K, SILU>(x, w, o, bufs, size, committed_p, m, n, C);                                            \
     }
+#define SSM_CONV(K) SSM_CONV_AS(ssm_conv_##K, K, false) SSM_CONV_AS(ssm_conv_silu_##K, K, true)
 SSM_CONV(2)
 SSM_CONV(3)
 SSM_CONV(4)

@@ -1,0 +1,144 @@
+"""Kernel fusion for the GPU backends whose device asks for it (`fuse`): a Graph's nodes rewritten so
+that one launch does the work of several. Decode runs hundreds of small launches a step; each costs
+far more than its arithmetic. Every value gets the same float operations in the same order as the
+separate launches, so fusing changes no bit and depends only on the graph's shape of ops, never on
+its batch size (batch invariance holds as before).
+
+The rewritten list keeps every node's index; ops of this pass (native/arena.py plans them):
+- "absorbed": a value a later fused launch computes in registers alone: no buffer, no launch.
+- "side": a value a later fused launch writes as well (the graph reads it elsewhere): no launch.
+- "view": a slice of a one-row tensor, which is its source's memory from attrs.offset values on.
+- "norm": rms_norm / l2_norm (attrs.l2), its inputs named by attrs.roles: x (through a slice:
+  attrs per, stride, offset), the residual add before it (x + b, its sum "sum" a side node), the
+  weight "w", a silu gate multiplied after ("gate"). attrs.feeds: the matmul launched next on it.
+- "chain": element-wise ops in a row, attrs.steps ((op, input slot or -1, factor), ...) from
+  ("load", 0, 0).
+- ssm_conv with attrs.silu: the silu that followed it, whose node becomes a view of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mtprun.runner.graph import Graph, Node
+
+NORM_MAX = 256 * 32  # longest fused norm row: NORM_THREADS * NORM_VALUES in kernels/norm.cu
+CHAIN_STEPS = 6  # kernels/elementwise.cu
+ELEMENTWISE = ("add", "mul", "scale", "sigmoid", "silu", "softplus")
+NO_LAUNCH = ("input", "weight", "reshape", "absorbed", "side", "view")
+
+
+def fuse(graph: Graph) -> list[Node]:
+    """graph.nodes with fusable runs of nodes rewritten (see the module's text)."""
+    nodes = list(graph.nodes)
+    src = list(range(len(nodes)))  # a node's value, seen through reshapes
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, nd in enumerate(nodes):
+        if nd.op == "reshape":
+            src[i] = src[nd.inputs[0]]
+        else:
+            for s in nd.inputs:
+                readers[src[s]].append(i)
+    kept = {src[i] for i in graph.outputs.values()}
+
+    def only_reader(i: int) -> int | None:
+        return readers[i][0] if len(readers[i]) == 1 and i not in kept else None
+
+    _conv_silu(nodes, only_reader)
+    for i, nd in enumerate(graph.nodes):
+        if nd.op in ("rms_norm", "l2_norm") and nd.shape[-1] <= NORM_MAX:
+            _norm(nodes, i, src, readers, kept, only_reader)
+    for i in range(len(nodes)):
+        if nodes[i].op in ELEMENTWISE:
+            _chain(nodes, i, only_reader)
+        elif nodes[i].op == "slice" and math.prod(nodes[i].shape[:-1]) == 1 and i not in kept:
+            nodes[i] = Node("view", nodes[i].inputs, nodes[i].shape, {"offset": nodes[i].attrs["start"]})
+    for i, nd in enumerate(nodes):
+        if nd.op == "reshape" and nodes[nd.inputs[0]].op == "absorbed":  # read only by the absorber
+            nodes[i] = Node("absorbed", (), nd.shape)
+        elif nd.op == "norm":  # the product launched next on its result
+            j = next((j for j in range(i + 1, len(nodes)) if nodes[j].op not in NO_LAUNCH), None)
+            if j is not None and nodes[j].op == "matmul" and src[nodes[j].inputs[0]] == i:
+                nodes[i] = Node(nd.op, nd.inputs, nd.shape, {**nd.attrs, "feeds": j})
+    return nodes
+
+
+def _conv_silu(nodes: list[Node], only_reader) -> None:
+    for i, nd in enumerate(nodes):
+        u = only_reader(i) if nd.op == "ssm_conv" else None
+        if u is not None and nodes[u].op == "silu" and nodes[u].inputs == (i,):
+            nodes[i] = Node(nd.op, nd.inputs, nd.shape, {**nd.attrs, "silu": True})
+            nodes[u] = Node("view", (i,), nodes[u].shape, {"offset": 0})
+
+
+def _norm(nodes: list[Node], i: int, src: list[int], readers: list[list[int]], kept: set[int], only_reader) -> None:
+    nd = nodes[i]
+    d = nd.shape[-1]
+    roles: dict[str, int] = {}
+    attrs = {"eps": nd.attrs["eps"], "l2": nd.op == "l2_norm", "per": 1, "stride": d, "offset": 0}
+    absorbed, side = [i], None
+    x = src[nd.inputs[0]]
+    xn = nodes[x]
+    if xn.op == "slice" and only_reader(x) == i and (xn.attrs["stop"] - xn.attrs["start"]) % d == 0:
+        # a slice's rows of width w hold w / d rows of the norm each, one source row apart
+        roles["x"] = xn.inputs[0]
+        attrs.update(per=xn.shape[-1] // d, stride=nodes[xn.inputs[0]].shape[-1], offset=xn.attrs["start"])
+        absorbed.append(x)
+    elif xn.op == "add" and x == nd.inputs[0] and all(nodes[s].shape == nd.shape for s in xn.inputs):
+        roles["x"], roles["b"] = xn.inputs
+        if only_reader(x) == i:
+            absorbed.append(x)
+        else:
+            side = x
+    else:
+        roles["x"] = nd.inputs[0]
+    if len(nd.inputs) > 1:
+        roles["w"] = nd.inputs[1]
+    emit = i
+    m = only_reader(i)
+    if m is not None and nodes[m].op == "mul" and nodes[m].shape == nd.shape and i in nodes[m].inputs:
+        u = nodes[m].inputs[1 - nodes[m].inputs.index(i)]
+        if nodes[u].op == "silu" and only_reader(u) == m and nodes[u].shape == nd.shape:
+            roles["gate"] = nodes[u].inputs[0]
+            absorbed.append(u)
+            emit = m
+    if side is not None:
+        if any(r < emit for r in readers[side] if r != i):
+            return  # the sum is read before the fused launch would write it
+        roles["sum"] = side
+        nodes[side] = Node("side", (), nodes[side].shape)
+    for a in absorbed:
+        nodes[a] = Node("absorbed", (), nodes[a].shape)
+    nodes[emit] = Node("norm", tuple(roles.values()), nd.shape, {**attrs, "roles": tuple(roles)})
+
+
+def _chain(nodes: list[Node], i: int, only_reader) -> None:
+    """Joins element-wise node i to the chain (or element-wise node) that only it reads."""
+    nd = nodes[i]
+    for slot, p in enumerate(nd.inputs):
+        pn = nodes[p]
+        if (pn.op in ELEMENTWISE or pn.op == "chain") and only_reader(p) == i and pn.shape == nd.shape and nd.inputs.count(p) == 1:
+            break
+    else:
+        return
+    inputs, steps = (list(pn.inputs), list(pn.attrs["steps"])) if pn.op == "chain" else _as_chain(pn)
+    if len(steps) == CHAIN_STEPS:
+        return
+    if len(nd.inputs) == 2:
+        other = nd.inputs[1 - slot]
+        if other not in inputs:
+            inputs.append(other)
+        steps.append((nd.op, inputs.index(other), 0.0))
+    else:
+        steps.append((nd.op, -1, nd.attrs.get("factor", 1.0)))
+    nodes[p] = Node("absorbed", (), pn.shape)
+    nodes[i] = Node("chain", tuple(inputs), nd.shape, {"steps": tuple(steps)})
+
+
+def _as_chain(nd: Node) -> tuple[list[int], list[tuple[str, int, float]]]:
+    steps = [("load", 0, 0.0)]
+    if len(nd.inputs) == 2:
+        steps.append((nd.op, 1, 0.0))
+    else:
+        steps.append((nd.op, -1, nd.attrs.get("factor", 1.0)))
+    return list(nd.inputs), steps
