@@ -1,0 +1,107 @@
+"""native/fusion.py's rewrite of a graph, checked without a GPU: the fused node list, run by a NumPy
+interpreter of its fused ops (what the CUDA kernels compute, in NumPy's arithmetic), gives the
+unfused graph's outputs bit for bit on every model graph, and launches fewer kernels. The CUDA suite
+checks the kernels themselves against the unfused ones (test_cuda_backend.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mtprun
+from fixtures import MODELS, model_file, needs_fixtures
+from mtprun.native.fusion import NO_LAUNCH, fuse
+from mtprun.native.numpy_backend import NumpyBackend
+from mtprun.runner.graph import Graph, Node
+
+pytestmark = needs_fixtures
+
+
+class FusedNumpy(NumpyBackend):
+    """The NumPy backend running a fused node list (fusion.py's ops) in place of graph.nodes."""
+
+    def run_nodes(self, graph: Graph, nodes: list[Node], inputs) -> dict[str, np.ndarray]:
+        self._inputs = inputs
+        values: list[np.ndarray | None] = [None] * len(nodes)
+
+        def get(i: int) -> np.ndarray:
+            nd = nodes[i]
+            return get(nd.inputs[0]).reshape(nd.shape) if nd.op == "reshape" else values[i]
+
+        for i, nd in enumerate(nodes):
+            if nd.op in ("reshape", "absorbed", "side"):
+                continue  # a reshape is read through `get`; the others are computed by a later launch
+            args = [get(s) for s in nd.inputs]
+            if nd.op == "norm":
+                values[i] = self._norm(nd, dict(zip(nd.attrs["roles"], args)), nd.inputs, values)
+            elif nd.op == "chain":
+                values[i] = self._chain(nd, args)
+            elif nd.op == "view":
+                values[i] = args[0].reshape(-1)[nd.attrs["offset"] : nd.attrs["offset"] + int(np.prod(nd.shape))].reshape(nd.shape)
+            else:
+                values[i] = self._ops[nd.op](nd, *args)
+                if nd.op == "ssm_conv" and nd.attrs.get("silu"):
+                    values[i] = self._op_silu(nd, values[i])
+        return {name: np.ascontiguousarray(get(i), dtype=np.float32) for name, i in graph.outputs.items()}
+
+    def _norm(self, nd: Node, args: dict, inputs: tuple[int, ...], values: list) -> np.ndarray:
+        a = nd.attrs
+        d = nd.shape[-1]
+        x = args["x"]
+        if (a["per"], a["stride"], a["offset"]) != (1, d, 0):  # rows read through a slice
+            x = x.reshape(-1, a["stride"])[:, a["offset"] : a["offset"] + a["per"] * d]
+        x = x.reshape(nd.shape)
+        if "b" in args:
+            x = self._op_add(nd, x, args["b"].reshape(nd.shape))
+            if "sum" in args:
+                values[inputs[list(a["roles"]).index("sum")]] = x
+        y = self._op_l2_norm(nd, x) if a["l2"] else self._op_rms_norm(nd, x, args.get("w"))
+        return y * self._op_silu(nd, args["gate"]) if "gate" in args else y
+
+    def _chain(self, nd: Node, args: list[np.ndarray]) -> np.ndarray:
+        v = args[0]
+        for op, slot, factor in nd.attrs["steps"][1:]:
+            if slot >= 0:
+                v = self._ops[op](nd, v, args[slot])
+            else:
+                v = self._ops[op](Node(op, (), nd.shape, {"factor": factor}), v)
+        return v
+
+
+def _graphs(graphs, n_embd: int) -> list[tuple[Graph, dict]]:
+    rng = np.random.default_rng(0)
+
+    def ids(n):
+        return rng.integers(1, 200, n).astype(np.int32)
+
+    out = []
+    for n in (1, 4):
+        pos = np.arange(3, 3 + n, dtype=np.int32)
+        out.append((graphs.trunk(n, list(range(n))), {"tokens": ids(n), "pos": pos}))
+        mtp_in = {"tokens": ids(n), "pos": pos, "slot": pos, "h": rng.standard_normal((n, n_embd)).astype(np.float32)}
+        out.append((graphs.mtp(n, [n - 1]), mtp_in))
+    pos = np.arange(0, 6, dtype=np.int32)
+    out.append((graphs.prompt(6, True, True), {"tokens": ids(6), "pos": pos, "mtp_tokens": ids(6), "mtp_pos": pos + 1}))
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_nodes_compute_the_unfused_graph(name):
+    m = mtprun.load(model_file(name, "q8_0"), backend="numpy", n_ctx=64)
+    plain, fused = NumpyBackend(), FusedNumpy()
+    for be in (plain, fused):
+        be.load_weights(m.loaded.weights)
+        be.alloc_states(m._ctx._trunk_specs + m._ctx._mtp_specs)
+    for graph, inputs in _graphs(m.loaded.graphs, m.hparams.n_embd):
+        nodes = fuse(graph)
+        assert len(nodes) == len(graph.nodes)
+        launches = sum(nd.op not in NO_LAUNCH for nd in nodes)
+        assert launches < sum(nd.op not in NO_LAUNCH for nd in graph.nodes), graph.name
+        assert {"norm", "chain"} <= {nd.op for nd in nodes}, graph.name
+        for be in (plain, fused):
+            be.reset_states([s.name for s in m._ctx._trunk_specs + m._ctx._mtp_specs])
+        want = plain.run(graph, inputs)
+        got = fused.run_nodes(graph, nodes, inputs)
+        assert want.keys() == got.keys()
+        for key in want:
+            assert np.array_equal(want[key], got[key]), (graph.name, key)
