@@ -22,7 +22,8 @@ import math
 
 from mtprun.runner.graph import Graph, Node
 
-NORM_MAX = 256 * 32  # longest fused norm row: NORM_THREADS * NORM_VALUES in kernels/norm.cu
+NORM_VALUES = (1, 2, 4, 6, 8)  # values per thread of the fused norm kernels (kernels/norm.cu: norm_fused_{B}_{NV})
+NORM_MAX = 1024 * NORM_VALUES[-1]  # longest fused norm row: 1024 threads (gpu.py's _norm_threads) of the most values
 CHAIN_STEPS = 6  # kernels/elementwise.cu
 ELEMENTWISE = ("add", "mul", "scale", "sigmoid", "silu", "softplus")
 NO_LAUNCH = ("input", "weight", "reshape", "absorbed", "side", "view")

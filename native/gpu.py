@@ -23,7 +23,7 @@ from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from mtprun.native.arena import VIEWS, Layout, plan_arena
-from mtprun.native.fusion import CHAIN_STEPS, fuse
+from mtprun.native.fusion import CHAIN_STEPS, NORM_VALUES, fuse
 from mtprun.native.numpy_backend import imrope_uses_text_position
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
@@ -422,15 +422,22 @@ class GpuBackend:
             raise MtprunError(f"graph {c.graph.name}: norm weight {shapes[1]} does not match {nd.shape}.")
         rows = int(np.prod(nd.shape, dtype=np.int64)) // d
         w = args[1] if len(args) > 1 else 0
-        self._launch(c, "norm_rows", (rows, 1), 256, [_p(args[0]), _p(w), _p(out), _i(d), c_float(nd.attrs["eps"]), _i(l2)])
+        self._launch(c, "norm_rows", (rows, 1), self._norm_threads(d), [_p(args[0]), _p(w), _p(out), _i(d), c_float(nd.attrs["eps"]), _i(l2)])
+
+    def _norm_threads(self, d: int) -> int:
+        """Threads per row of a norm launch: 256, or for rows past 1024 values the device's
+        `norm_wide` (CUDA's 1024). Its kernels' sum order depends on it, so fused and separate
+        launches of a row length take the same."""
+        return getattr(self._dev, "norm_wide", 256) if d > 1024 else 256
 
     def _emit_norm(self, c, nd, out, args, shapes) -> None:
         """fusion.py's norm: rms_norm / l2_norm with the launches it took over, one row a workgroup."""
         a = dict(zip(nd.attrs["roles"], args))
         d = nd.shape[-1]
         block, xq, xd, planes = self._fused_q8(c, nd, d if len(nd.shape) == 2 else 0)
-        values = next(v for v in (4, 8, 16, 32) if 256 * v >= d)  # per thread: the fewest registers that hold a row
-        self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d, 1), 256,
+        threads = self._norm_threads(d)
+        values = next(v for v in NORM_VALUES if threads * v >= d)  # per thread: the fewest registers that hold a row
+        self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d, 1), threads,
                      [_p(a["x"] + 4 * nd.attrs["offset"]), _l(nd.attrs["per"]), _l(nd.attrs["stride"]), *(_p(a.get(r, 0)) for r in ("b", "sum", "w", "gate")),
                       _p(out), _p(xq), _p(xd), _i(planes), _i(d), c_float(nd.attrs["eps"]), _i(nd.attrs["l2"])])
 

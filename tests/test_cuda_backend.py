@@ -106,6 +106,50 @@ def test_fused_launches_equal_separate_ones(model, qtype, mode):
 
 
 @needs_cuda
+@pytest.mark.parametrize("mode", ["f32", "q8", "q8x2"])
+def test_wide_norms_fused_equal_separate_ones(mode):
+    """Norms over rows past 1024 values (a block of 1024 threads a row, kernels/norm.cu: 2304, a
+    partial last step; a 27B's 5120; 9216, past the longest fused row) with the residual add, the
+    silu gate and the int8 rows of the products after them: fused launches give the separate ones'
+    bits, each row the same alone as in a batch, and in f32 the NumPy reference's values."""
+    from mtprun.native.cuda_backend import CudaBackend
+    from mtprun.native.numpy_backend import NumpyBackend
+    from mtprun.runner.graph import Graph
+
+    rng = np.random.default_rng(12)
+    n, m = 3, 8
+    for d in (2304, 5120, 9216):
+        ws = [random_weight("nw", T.F32, (d,), rng), random_weight("wk", T.Q4_K, (m, d), rng), random_weight("w8", T.Q8_0, (m, d), rng)]
+        fused, separate, ref = CudaBackend(activations=mode), CudaBackend(activations=mode), NumpyBackend()
+        separate._dev.fuse = False
+        for b in (fused, separate, ref):
+            b.load_weights({w.name: w for w in ws})
+
+        def graph(rows: int) -> Graph:
+            g = Graph("wide_norms")
+            x, y, z = (g.input(name, (rows, d)) for name in "xyz")
+            h, nw = x + y, g.weight("nw", (d,))
+            g.output("h", h)
+            g.output("k", g.matmul(g.rms_norm(h, nw, 1e-6), g.weight("wk", (m, d))))
+            g.output("gated", g.matmul(g.rms_norm(z, nw, 1e-6) * g.unary("silu", y), g.weight("w8", (m, d))))
+            g.output("l2", g.l2_norm(x, 1e-6))
+            return g
+
+        inputs = {name: rng.standard_normal((n, d)).astype(F32) for name in "xyz"}
+        got = fused.run(graph(n), inputs)
+        kernels = {launch.kernel for c in fused._compiled.values() for launch in c.launches}
+        assert any(k.startswith("norm_fused_") for k in kernels) == (d <= 8192), kernels
+        for name, want in separate.run(graph(n), inputs).items():
+            assert np.array_equal(got[name], want), (d, name)
+        for i in range(n):
+            alone = fused.run(graph(1), {name: v[i : i + 1] for name, v in inputs.items()})
+            assert all(np.array_equal(alone[name][0], got[name][i]) for name in got), (d, i)
+        if mode == "f32":
+            for name, want in ref.run(graph(n), inputs).items():
+                assert np.abs(got[name] - want).max() <= 1e-5 * np.abs(want).max(), (d, name)
+
+
+@needs_cuda
 @pytest.mark.parametrize("mode", ["q8", "q8x2"])
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
 def test_int8_activation_products(qtype, mode):

@@ -25,7 +25,8 @@ __device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) <
 __device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }
 
 // Butterfly sum: every lane ends with the same value (a + b == b + a), in a fixed order.
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename F>
+__device__ __forceinline__ F warp_sum(F v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
