@@ -27,6 +27,8 @@ NORM_MAX = 1024 * NORM_VALUES[-1]  # longest fused norm row: 1024 threads (gpu.p
 CHAIN_STEPS = 6  # kernels/elementwise.cu
 ELEMENTWISE = ("add", "mul", "scale", "sigmoid", "silu", "softplus")
 NO_LAUNCH = ("input", "weight", "reshape", "absorbed", "side", "view")
+# The kernels only a fusing device brings (CUDA's own): what their names start with.
+FUSED_KERNELS = ("norm_fused_", "chain", "ssm_conv_silu_")
 
 
 def fuse(graph: Graph) -> list[Node]:
