@@ -61,7 +61,7 @@ class CudaDevice:
 
     def prepare(self, c: Compiled) -> tuple[list, CudaGraph | None]:
         # (function, grid, block, shared, parameter array, the values it points at)
-        launches = [(self._k[l.kernel], l.grid, l.block, l.shared, kernel_args(l.values), l.values) for l in c.launches]
+        launches = [(self._k.launchable(l.kernel, l.shared), l.grid, l.block, l.shared, kernel_args(l.values), l.values) for l in c.launches]
         if not self.graphs:
             return launches, None
         self._drv.synchronize()  # the index and table uploads of compilation are done

@@ -15,6 +15,7 @@ from mtprun.native.device_memory import byte_view
 from mtprun.runner.errors import MtprunError
 
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
+_FUNC_MAX_DYNAMIC_SHARED = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 
 _SIGNATURES: dict[str, list] = {
     "cuInit": [c_uint],
@@ -32,6 +33,7 @@ _SIGNATURES: dict[str, list] = {
     "cuMemsetD8_v2": [c_uint64, ctypes.c_ubyte, c_size_t],
     "cuModuleLoadData": [POINTER(c_void_p), c_void_p],
     "cuModuleGetFunction": [POINTER(c_void_p), c_void_p, c_char_p],
+    "cuFuncSetAttribute": [c_void_p, c_int, c_int],
     "cuLaunchKernel": [c_void_p, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_void_p, c_void_p, c_void_p],
     "cuGetErrorString": [c_int, POINTER(c_char_p)],
     "cuCtxSynchronize": [],
@@ -189,6 +191,10 @@ class Driver:
         fn = c_void_p()
         self.check(self._lib.cuModuleGetFunction(byref(fn), module, name.encode()), f"cuModuleGetFunction({name})")
         return fn
+
+    def allow_shared(self, fn: c_void_p, nbytes: int) -> None:
+        """Let `fn` take `nbytes` of dynamic shared memory per block (past 48 KiB a kernel must ask)."""
+        self.check(self._lib.cuFuncSetAttribute(fn, _FUNC_MAX_DYNAMIC_SHARED, nbytes), "cuFuncSetAttribute")
 
 
 class Buffer:

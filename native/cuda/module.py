@@ -27,6 +27,9 @@ def cache_dir() -> Path:
     return Path(base) / "mtprun" / "cuda"
 
 
+_STATIC_SHARED = 48 * 1024  # dynamic shared memory any kernel may take without asking
+
+
 class Kernels:
     """Kernel functions by name, resolved on first use."""
 
@@ -34,11 +37,20 @@ class Kernels:
         self._driver = driver
         self._module = driver.load_module(_cubin(driver))
         self._functions: dict[str, c_void_p] = {}
+        self._shared: dict[str, int] = {}  # dynamic shared memory allowed past _STATIC_SHARED
 
     def __getitem__(self, name: str) -> c_void_p:
         fn = self._functions.get(name)
         if fn is None:
             fn = self._functions[name] = self._driver.function(self._module, name)
+        return fn
+
+    def launchable(self, name: str, shared: int) -> c_void_p:
+        """The kernel, allowed `shared` bytes of dynamic shared memory per block."""
+        fn = self[name]
+        if shared > self._shared.get(name, _STATIC_SHARED):
+            self._driver.allow_shared(fn, shared)
+            self._shared[name] = shared
         return fn
 
 

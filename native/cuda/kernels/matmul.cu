@@ -70,15 +70,33 @@ __device__ __forceinline__ u32 ld_stream4(const u8* p) {
     return v;
 }
 
+// Where a kernel reads weight words: global memory (streamed past L1), or a copy in shared memory.
+struct FromGlobal {
+    static __device__ __forceinline__ u32 word(const u8* p) { return ld_stream4(p); }
+    static __device__ __forceinline__ u16 half(const u8* p) { return ld16(p); }
+};
+struct FromShared {  // explicit ld.shared: the aligning casts hide the address space from the compiler
+    static __device__ __forceinline__ u32 word(const u8* p) {
+        u32 v;
+        asm("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"((u32)__cvta_generic_to_shared(p)));
+        return v;
+    }
+    static __device__ __forceinline__ u16 half(const u8* p) {
+        u16 v;
+        asm("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"((u32)__cvta_generic_to_shared(p)));
+        return v;
+    }
+};
+
 // N words from a 2-byte aligned address, read as aligned words and funnel-shifted into place (a
 // misaligned run reads 2 bytes past its end: inside its block, or the buffer's padding).
-template <int N> __device__ __forceinline__ void ld_words(const u8* p, u32* w) {
+template <int N, class Src = FromGlobal> __device__ __forceinline__ void ld_words(const u8* p, u32* w) {
     const u8* a = (const u8*)((size_t)p & ~(size_t)3);
     const u32 sh = ((u32)(size_t)p & 2) * 8;
     u32 v[N + 1];
 #pragma unroll
-    for (int i = 0; i < N; i++) v[i] = ld_stream4(a + 4 * i);
-    v[N] = sh ? ld_stream4(a + 4 * N) : 0u;
+    for (int i = 0; i < N; i++) v[i] = Src::word(a + 4 * i);
+    v[N] = sh ? Src::word(a + 4 * N) : 0u;
 #pragma unroll
     for (int i = 0; i < N; i++) w[i] = __funnelshift_r(v[i], v[i + 1], sh);
 }
@@ -128,17 +146,16 @@ template <> struct Fast<T_Q4_K> {
     }
 };
 
-// A Q6_K lane's bytes of super-block u (210-byte blocks: only 2-byte aligned): N words of ql at
-// 64 half + 4N j and 64 half + 32 + 4N j, N of qh at 128 + 32 half + 4N j, its half's 8 scales, d.
+// A Q6_K lane's bytes of the super-block at b (210-byte blocks: only 2-byte aligned): N words of ql
+// at 64 half + 4N j and 64 half + 32 + 4N j, N of qh at 128 + 32 half + 4N j, its half's 8 scales, d.
 template <int N> struct Q6Bytes { u32 qa[N], qb[N], qh[N], sc[2]; u16 d; };
-template <int N> __device__ __forceinline__ Q6Bytes<N> q6_k_bytes(const u8* row, int u, int half, int j) {
-    const u8* b = row + (i64)u * 210;
+template <int N, class Src = FromGlobal> __device__ __forceinline__ Q6Bytes<N> q6_k_bytes(const u8* b, int half, int j) {
     Q6Bytes<N> l;
-    ld_words<N>(b + 64 * half + 4 * N * j, l.qa);
-    ld_words<N>(b + 64 * half + 32 + 4 * N * j, l.qb);
-    ld_words<N>(b + 128 + 32 * half + 4 * N * j, l.qh);
-    ld_words<2>(b + 192 + 8 * half, l.sc);
-    l.d = ld16(b + 208);
+    ld_words<N, Src>(b + 64 * half + 4 * N * j, l.qa);
+    ld_words<N, Src>(b + 64 * half + 32 + 4 * N * j, l.qb);
+    ld_words<N, Src>(b + 128 + 32 * half + 4 * N * j, l.qh);
+    ld_words<2, Src>(b + 192 + 8 * half, l.sc);
+    l.d = Src::half(b + 208);
     return l;
 }
 
@@ -154,7 +171,7 @@ template <> struct Fast<T_Q6_K> {
     __device__ int x_offset(int u, int run) const { return 256 * u + 128 * half + 32 * run + 8 * j; }
     static __device__ int swizzle(int v) { return v ^ ((v >> 5) & 1); }
     using Load = Q6Bytes<2>;
-    __device__ Load load(const u8* row, int u) const { return q6_k_bytes<2>(row, u, half, j); }
+    __device__ Load load(const u8* row, int u) const { return q6_k_bytes<2>(row + (i64)u * 210, half, j); }
     __device__ void scales(const Load& l, float* scale, float*) const {
         const float d = h2f(l.d);
         const u32 e = j >> 1, s0 = l.sc[0] ^ 0x80808080u, s1 = l.sc[1] ^ 0x80808080u;  // int8 + 128
@@ -184,13 +201,13 @@ template <> struct Fast<T_Q8_0> {
     __device__ int x_offset(int u, int) const { return 32 * u + 16 * h; }
     static __device__ int swizzle(int v) { return v ^ ((v >> 3) & 3); }
     struct Load { u32 q[4]; u16 d; };
-    __device__ Load load(const u8* row, int u) const {
-        const u8* b = row + (i64)u * 34;
+    template <class Src = FromGlobal> __device__ Load load_block(const u8* b) const {
         Load l;
-        ld_words<4>(b + 2 + 16 * h, l.q);
-        l.d = ld16(b);
+        ld_words<4, Src>(b + 2 + 16 * h, l.q);
+        l.d = Src::half(b);
         return l;
     }
+    __device__ Load load(const u8* row, int u) const { return load_block(row + (i64)u * 34); }
     __device__ void scales(const Load& l, float* scale, float*) const { scale[0] = h2f(l.d); }
     __device__ void quants(const Load& l, int, int i, float* q) const {
         const u32 w = l.q[i] ^ 0x80808080u;  // int8 + 128

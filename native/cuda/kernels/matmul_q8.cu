@@ -5,14 +5,19 @@
 // up with the memory. The int8 rows come from activations.cu (q8_rows, or a fused kernel). A row's
 // sum runs in a fixed order whatever the batch: every lane covers the same blocks in the same order
 // for each token, then a butterfly.
+//
+// The weights reach the lanes through shared memory: each warp copies the contiguous bytes of its
+// rows' next steps with 16-byte cp.async (whole lines a warp instruction, and no registers held
+// for loads in flight), several steps ahead, then each lane reads its block parts from the copy.
 
 __device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, (int)b, c); }
 
 __device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4*)p); }
 
 // Per format: which block (unit) a lane reads at each warp step (as Fast<T> in matmul.cu), its
-// weight quants unpacked to bytes (unsigned below 128, or Q8_0's signed ones: both fit dp4a's signed
-// operands) with integer scales, the x quants it meets, and its part of the product.
+// part of a block in the shared-memory copy, its weight quants unpacked to bytes (unsigned below
+// 128, or Q8_0's signed ones: both fit dp4a's signed operands) with integer scales, the x quants it
+// meets, and its part of the product.
 
 // Q4_K and Q5_K: lane c of 4 per super-block, 8 super-blocks a step; its 32 quant bytes hold
 // values 64c+i (sub-block 2c, low nibbles) and 64c+32+i (sub-block 2c+1, high nibbles); Q5_K's
@@ -23,15 +28,15 @@ template <bool Q5> struct IntK45 {
     __device__ IntK45(int lane) : unit(lane >> 2), c(lane & 3) {}
     __device__ int units(int k) const { return k >> 8; }
     struct Load { uint4 head, q[2], qh[2]; };
-    __device__ Load load(const u8* row, int u) const {
-        const u8* b = row + (i64)u * BYTES;  // 16-byte aligned: 144- or 176-byte blocks from 256-aligned buffers
+    __device__ Load load(const u8* b) const {  // 16-byte aligned: 144- or 176-byte blocks, so rows stay aligned
+        const uint4* v = (const uint4*)b;
         Load l;
-        l.head = ld_stream16(b);
-        l.q[0] = ld_stream16(b + (Q5 ? 48 : 16) + 32 * c);
-        l.q[1] = ld_stream16(b + (Q5 ? 64 : 32) + 32 * c);
+        l.head = v[0];
+        l.q[0] = v[(Q5 ? 3 : 1) + 2 * c];
+        l.q[1] = v[(Q5 ? 4 : 2) + 2 * c];
         if constexpr (Q5) {
-            l.qh[0] = ld_stream16(b + 16);
-            l.qh[1] = ld_stream16(b + 32);
+            l.qh[0] = v[1];
+            l.qh[1] = v[2];
         }
         return l;
     }
@@ -105,12 +110,12 @@ template <> struct Int<T_Q5_K> : IntK45<true> { using IntK45<true>::IntK45; };
 // (t even; high nibbles for t >= 2) or 64 half + 32 + 16j (t odd), bits 2t, 2t+1 from qh bytes
 // 32 half + 16j. Quants q - 32 taken as q with 32 times the run's x sum subtracted.
 template <> struct Int<T_Q6_K> {
-    static constexpr int PER_STEP = 8, BLOCK = 256;
+    static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = 210;
     int unit, half, j;
     __device__ Int(int lane) : unit(lane >> 2), half((lane >> 1) & 1), j(lane & 1) {}
     __device__ int units(int k) const { return k >> 8; }
     using Load = Q6Bytes<4>;
-    __device__ Load load(const u8* row, int u) const { return q6_k_bytes<4>(row, u, half, j); }
+    __device__ Load load(const u8* b) const { return q6_k_bytes<4, FromShared>(b, half, j); }
     struct W { u32 q[4][4]; int sc[4]; float d; };
     __device__ W unpack(const Load& l) const {
         W w;
@@ -154,13 +159,13 @@ template <> struct Int<T_Q6_K> {
 
 // Q8_0: lane h of 2 per 32-value block, 16 blocks a step: quants 16h .. 16h+15.
 template <> struct Int<T_Q8_0> {
-    static constexpr int PER_STEP = 16, BLOCK = 32;
+    static constexpr int PER_STEP = 16, BLOCK = 32, BYTES = 34;
     Fast<T_Q8_0> f;
     int unit;
     __device__ Int(int lane) : f(lane), unit(f.unit) {}
     __device__ int units(int k) const { return k >> 5; }
     using Load = Fast<T_Q8_0>::Load;
-    __device__ Load load(const u8* row, int u) const { return f.load(row, u); }
+    __device__ Load load(const u8* b) const { return f.load_block<FromShared>(b); }
     struct W { u32 q[4]; float d; };
     __device__ W unpack(const Load& l) const { return {{l.q[0], l.q[1], l.q[2], l.q[3]}, h2f(l.d)}; }
     struct X { uint4 q; float d; };
@@ -171,47 +176,94 @@ template <> struct Int<T_Q8_0> {
     }
 };
 
+// 16 bytes global -> shared past L1; a thread's copies complete by commit groups.
+__device__ __forceinline__ void cp_async16(u8* dst, const u8* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Until at most N of this thread's groups are in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// Dynamic shared memory of a q8_mm block (gpu.py's Q8_MM_SHARED): four blocks fit an SM's 228 KiB.
+#define Q8_SMEM 55296
+
 // y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(m / MM_ROWS), ceil(n / NB)).
 // Each warp takes MM_R weight rows (rows past m clamped to the last: computed, never stored) and
-// reads each x block once for all of them; the next step's weights load during this step's work.
+// reads each x block once for all of them. A warp step's units are contiguous in a row: the warp
+// copies them, for its MM_R rows, into one of its STAGES slots of shared memory (16-byte chunks from
+// the row's aligned-down start: a 2-byte aligned row keeps its offset mod 16, the same at every step)
+// STAGES - 1 steps ahead of the one it works on.
 template <int T, int NB, int P>
 __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
     using F = Int<T>;
-    constexpr int R = MM_R;
+    constexpr int R = MM_R, STEP_BYTES = F::PER_STEP * F::BYTES;
+    static_assert(STEP_BYTES % 16 == 0, "a step keeps a row's offset mod 16");
+    constexpr int CHUNKS = F::BYTES % 16 == 0 ? STEP_BYTES / 16 : (STEP_BYTES + 14 + 15) / 16;  // rows 16-aligned, or not
+    constexpr int SLOT = 16 * CHUNKS, STAGES = Q8_SMEM / (MM_WARPS * R * SLOT);
+    static_assert(STAGES >= 2, "one step copied while another is read");
+    extern __shared__ uint4 q8_stage[];
     const int lane = threadIdx.x & 31;
     const int j0 = (blockIdx.x * MM_WARPS + (threadIdx.x >> 5)) * R;
     if (j0 >= m) return;  // warps share nothing here
+    u8* const stage = (u8*)q8_stage + (threadIdx.x >> 5) * (STAGES * R * SLOT);
     const F f(lane);
     const int r0 = blockIdx.y * NB, nr = min(NB, n - r0), units = f.units(k), per_row = k / F::BLOCK;
-    const u8* rows[R];
+    const int steps = (units + F::PER_STEP - 1) / F::PER_STEP;
+    const u8* rows[R];  // aligned down to 16 bytes
+    int mis[R];         // the row's offset from there
 #pragma unroll
-    for (int r = 0; r < R; r++) rows[r] = W + (i64)min(j0 + r, m - 1) * row_bytes;
+    for (int r = 0; r < R; r++) {
+        const u8* row = W + (i64)min(j0 + r, m - 1) * row_bytes;
+        rows[r] = (const u8*)((size_t)row & ~(size_t)15);
+        mis[r] = (int)((size_t)row & 15);
+    }
+    // Step s's bytes of every row into slot s % STAGES; a group per step, empty past the last.
+    auto copy = [&](int s) {
+        if (s < steps) {
+            const int u0 = s * F::PER_STEP, bytes = (min(units - u0, F::PER_STEP)) * F::BYTES;
+            u8* slot = stage + (s % STAGES) * (R * SLOT);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const u8* src = rows[r] + (i64)u0 * F::BYTES;
+                const int nch = (mis[r] + bytes + 15) >> 4;
+#pragma unroll
+                for (int t = 0; t < (CHUNKS + 31) / 32; t++) {
+                    const int i = lane + 32 * t;
+                    if (i < nch) cp_async16(slot + r * SLOT + 16 * i, src + 16 * i);
+                }
+            }
+        }
+        cp_async_commit();
+    };
     float acc[R][NB];
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0.0f;
-    typename F::Load next[R];
-    if (f.unit < units) {
 #pragma unroll
-        for (int r = 0; r < R; r++) next[r] = f.load(rows[r], f.unit);
-    }
-    for (int u = f.unit; u < units; u += F::PER_STEP) {
-        typename F::W w[R];
+    for (int s = 0; s < STAGES - 1; s++) copy(s);
+    for (int s = 0; s < steps; s++) {
+        const int u = s * F::PER_STEP + f.unit;
+        __syncwarp();  // every lane is done with the slot that step s + STAGES - 1 refills
+        copy(s + STAGES - 1);
+        typename F::X v0;  // the first x row's blocks load while the copy lands
+        if (u < units) v0 = f.x(xq + (i64)r0 * P * k, xd + (i64)r0 * P * per_row, u);
+        cp_async_wait<STAGES - 1>();
+        __syncwarp();  // every lane's copies of step s have landed
+        if (u < units) {
+            const u8* slot = stage + (s % STAGES) * (R * SLOT) + f.unit * F::BYTES;
+            typename F::W w[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) w[r] = f.unpack(next[r]);
-        if (u + F::PER_STEP < units) {
+            for (int r = 0; r < R; r++) w[r] = f.unpack(f.load(slot + r * SLOT + mis[r]));
 #pragma unroll
-            for (int r = 0; r < R; r++) next[r] = f.load(rows[r], u + F::PER_STEP);
-        }
+            for (int b = 0; b < NB; b++) {
+                const i64 row0 = (i64)(r0 + min(b, nr - 1)) * P;
 #pragma unroll
-        for (int b = 0; b < NB; b++) {
-            const i64 row0 = (i64)(r0 + min(b, nr - 1)) * P;
+                for (int p = 0; p < P; p++) {
+                    const typename F::X v = b == 0 && p == 0 ? v0 : f.x(xq + (row0 + p) * k, xd + (row0 + p) * per_row, u);
 #pragma unroll
-            for (int p = 0; p < P; p++) {
-                const typename F::X v = f.x(xq + (row0 + p) * k, xd + (row0 + p) * per_row, u);
-#pragma unroll
-                for (int r = 0; r < R; r++) acc[r][b] = acc[r][b] + f.dot(w[r], v);
+                    for (int r = 0; r < R; r++) acc[r][b] = acc[r][b] + f.dot(w[r], v);
+                }
             }
         }
     }
