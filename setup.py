@@ -16,6 +16,8 @@ CFLAGS = [
     # No implicit fused multiply-adds: element-wise ops stay bit-identical to the NumPy reference
     # and to each other's SIMD variants; kernels that want FMA ask for it explicitly.
     "-ffp-contract=off",
+    # Float compares may be if-converted (the clamps in mtp_exp: loops over it vectorise); no value changes.
+    "-fno-trapping-math",
     "-fvisibility=default",
 ]
 

@@ -6,7 +6,6 @@
 
 #include "mtp.h"
 
-static float silu(float x) { return x * (float)(1.0 / (1.0 + exp(-(double)x))); }
 
 /* Softmax, top n_used (ties to the lower index), renormalised weights. */
 static void route(const float *logits, int64_t n_expert, int64_t n_used, float *probs, int32_t *sel, float *wts) {
@@ -85,7 +84,7 @@ MTP_OP(mtp_op_moe) {
             mtp_split(f, part, nparts, &lo, &hi);  /* the columns this part just wrote */
             for (int64_t r = 0; r < cnt; r++)
                 for (int64_t c = lo; c < hi; c++)
-                    hg[r * f + c] = silu(hg[r * f + c]) * hu[r * f + c];
+                    hg[r * f + c] = hg[r * f + c] * mtp_sigmoid(hg[r * f + c]) * hu[r * f + c];
             break;
         }
         case 2: {
