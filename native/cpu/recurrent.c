@@ -2,7 +2,6 @@
  * state and never write it; the state after each of the run's last m tokens goes to a snapshot
  * buffer, which Backend.commit later makes the committed one (a rollback selects, never recomputes). */
 #include <math.h>
-#include <string.h>
 
 #include "mtp.h"
 
@@ -42,16 +41,18 @@ MTP_OP(mtp_op_ssm_conv) {
         st->last_n = (int32_t)n;
 }
 
-/* One value head through one token: S *= decay; d = (v - S^T k) * beta; S += k d^T; o = S^T q.
- * S is [S_k, S_v] row-major; the inner loops run along S_v and vectorise per target clone. */
-MTP_CLONES static void delta_step(float *S, int64_t dim, const float *q, const float *k, const float *v,
+/* One value head through one token: S = prev * decay; d = (v - S^T k) * beta; S += k d^T; o = S^T q.
+ * S and prev are [S_k, S_v] row-major (the same buffer or apart: the step then writes its state
+ * where it is kept, with no copy); the inner loops run along S_v and vectorise per target clone. */
+MTP_CLONES static void delta_step(float *S, const float *prev, int64_t dim, const float *q, const float *k, const float *v,
                                   float decay, float beta, float *tmp, float *o) {
     for (int64_t c = 0; c < dim; c++)
         tmp[c] = 0.0f;
     for (int64_t r = 0; r < dim; r++) {
         float *row = S + r * dim, kr = k[r];
+        const float *from = prev + r * dim;
         for (int64_t c = 0; c < dim; c++) {
-            row[c] = row[c] * decay;
+            row[c] = from[c] * decay;
             tmp[c] = tmp[c] + kr * row[c];
         }
     }
@@ -69,7 +70,8 @@ MTP_CLONES static void delta_step(float *S, int64_t dim, const float *q, const f
 }
 
 /* q, k [n, Hk, S], v [n, Hv, S], g, beta [n, Hv]; value head h reads key head h % Hk.
- * Threads own value heads; each runs its heads in the state's work buffer. */
+ * Threads own value heads. A token's step writes its state straight into its snapshot buffer, or
+ * into the state's work buffer for tokens that keep none (a long prompt's first ones). */
 MTP_OP(mtp_op_delta_net) {
     mtp_state *st = &j->states[nd->state];
     const mtp_node *qn = &j->nodes[nd->in[0]];
@@ -81,18 +83,16 @@ MTP_OP(mtp_op_delta_net) {
     float *tmp = mtp_scratch(j->pool, (size_t)(2 * dim) * 4), *qs = tmp + dim;
     mtp_split(hv, part, nparts, &lo, &hi);
     for (int64_t h = lo; h < hi; h++) {
-        float *S = st->work + h * head;
-        memcpy(S, st->bufs + st->committed * st->size + h * head, (size_t)head * 4);
+        const float *prev = st->bufs + st->committed * st->size + h * head;
         for (int64_t t = 0; t < n; t++) {
             const float *kr = k + (t * hk + h % hk) * dim, *qr = q + (t * hk + h % hk) * dim;
             for (int64_t c = 0; c < dim; c++)
                 qs[c] = qr[c] * qscale;
             float decay = (float)exp((double)g[t * hv + h]);
-            delta_step(S, dim, qs, kr, v + (t * hv + h) * dim, decay, beta[t * hv + h], tmp,
+            float *snap = mtp_snapshot_slot(st, t, n), *S = snap ? snap + h * head : st->work + h * head;
+            delta_step(S, prev, dim, qs, kr, v + (t * hv + h) * dim, decay, beta[t * hv + h], tmp,
                        (float *)nd->data + (t * hv + h) * dim);
-            float *snap = mtp_snapshot_slot(st, t, n);
-            if (snap)
-                memcpy(snap + h * head, S, (size_t)head * 4);
+            prev = S;
         }
     }
     if (part == 0)
