@@ -119,3 +119,23 @@ def test_a_catch_up_past_its_window_leaves_out_the_oldest_rows(backend, monkeypa
     want = [a[: n + window].copy() for a in ctx.backend.read_state("mtp_kv")]
     got = [a[: n + window] for a in policy.cache]
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_a_catch_up_at_the_end_of_the_context_stays_inside_it(backend):
+    """A plain stretch up to the last position a draft fits at, caught up there: its batch's padding
+    would run past the context's last slot, and is cut to fit. The tokens are plain decoding's."""
+    from mtprun.runner import speculative
+    from mtprun.runner.adaptive import FixedDepth
+    from mtprun.runner.sampling import SamplingParams
+    from mtprun.runner.stats import GenerationStats
+
+    n_ctx = 40
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=n_ctx)
+    def run(ids, policy):  # to the context's end: no end-of-generation token stops it
+        return list(speculative.decode(m._ctx, ids, 100, SamplingParams(temp=0.0), policy, frozenset(), GenerationStats()))
+
+    for n in range(4, 12):  # catch-ups of n_ctx - 2 - n rows: every remainder of the batch size
+        ids = list(next(iter(prompts("tinycoder").values())))[:n]
+        policy = _PlainThenDraft(m._ctx, n_ctx - 3 - (n - 1))  # the draft at position n_ctx - 3
+        assert run(ids, policy) == run(ids, FixedDepth(0)) and any(policy.drafts), n
