@@ -234,13 +234,14 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     _warm_up(model, prompt_ids[0], max(depths), auto, config.n_gen)
     prefill = _measure_prefill(model, prefill_ids, config.repetitions, progress)
     costs = _measure_costs(model, prompt_ids[0], max(depths), config.repetitions, progress)
-    runs, every_run = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
+    runs, every_run, each_run = _decode_runs(model, config, prompt_ids, [*depths, "auto"] if auto else depths, progress)
     kinds = sorted({p.kind for p in config.prompts})
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
     if auto:
         rows.append(_auto_row(runs, config.prompts, kinds))
     for row in rows:
         row["every_run_tokens_per_s"] = every_run[row["depth"]]
+        row["by_prompt_every_run"] = each_run[row["depth"]]
     rss_ours = peak_rss_mib()
 
     result = {
@@ -369,17 +370,22 @@ def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
         tok, h_in = int(np.argmax(logits[-1])), h_out[-1:]
 
 
-def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str],
-                 progress: Progress) -> tuple[dict[int | str, list[tuple[GenerationStats, list[int]]]], dict[int | str, float]]:
+def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str], progress: Progress
+                 ) -> tuple[dict[int | str, list[tuple[GenerationStats, list[int]]]], dict[int | str, float], dict[int | str, list[list[float]]]]:
     """Greedy generation of n_gen tokens for every prompt at every depth: {depth: [(stats, tokens) per prompt]}.
     Each prompt runs `repetitions` times at every depth, the depths alternating, and the fastest run of
     each is kept: a slow spell of the machine hits the depths alike, and is then dropped. Also returns
-    each depth's tokens/s over every run: for `auto` the runs are not alike (its first ones learn, and
-    probes come in some runs only), so the fastest alone would flatter it."""
+    each depth's tokens/s over every run (for `auto` the runs are not alike: its first ones learn, and
+    probes come in some runs only, so the fastest alone would flatter it), and every run's tokens/s per
+    prompt, in repetition order: on a host whose speed swings, ratios of depths run back to back in one
+    repetition vary less than ratios of each depth's fastest run."""
     runs: dict[int | str, list[tuple[GenerationStats, list[int]]]] = {d: [] for d in depths}
+    each: dict[int | str, list[list[float]]] = {d: [] for d in depths}
     totals = {d: [0, 0.0] for d in depths}  # tokens, decode seconds
     for i, (prompt, ids) in enumerate(zip(config.prompts, prompt_ids)):
         fastest: dict[int | str, tuple[GenerationStats, list[int]]] = {}
+        for d in depths:
+            each[d].append([])
         for r in range(config.repetitions):
             for depth in depths:
                 gen = model.stream(ids, n_predict=config.n_gen, temp=0.0, spec_draft_n_max=depth)
@@ -388,11 +394,12 @@ def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths
                                     f"depth {depth}: {j}/{config.n_gen} tokens")
                 totals[depth][0] += gen.stats.generated
                 totals[depth][1] += gen.stats.decode_seconds
+                each[depth][-1].append(gen.stats.decode_tokens_per_s)
                 if depth not in fastest or gen.stats.decode_seconds < fastest[depth][0].decode_seconds:
                     fastest[depth] = (gen.stats, gen.tokens)
         for depth in depths:
             runs[depth].append(fastest[depth])
-    return runs, {d: n / s if s > 0 else 0.0 for d, (n, s) in totals.items()}
+    return runs, {d: n / s if s > 0 else 0.0 for d, (n, s) in totals.items()}, each
 
 
 def merge_stats(parts: Sequence[GenerationStats]) -> GenerationStats:

@@ -16,7 +16,7 @@ DEPTH_FIELDS = {
     "depth", "tokens", "decode_tokens_per_s", "acceptance_rate", "mean_accepted_length", "steps", "speedup",
     "ideal_speedup", "expected_tokens_per_step", "accepted_per_position", "conditional_acceptance",
     "verify_decode_ratio", "seconds", "same_tokens_as_depth_0", "by_kind", "device_share",
-    "by_prompt", "every_run_tokens_per_s",
+    "by_prompt", "every_run_tokens_per_s", "by_prompt_every_run",
 }
 
 
@@ -56,6 +56,8 @@ def test_bench_reports_every_field(capsys):
         assert len(d["by_prompt"]) == len(r["prompts"]) and all(v > 0 for v in d["by_prompt"])
         # every repetition counted, the slower ones too: no faster than the fastest run of each prompt
         assert 0 < d["every_run_tokens_per_s"] <= d["decode_tokens_per_s"] * 1.000001
+        # each prompt's runs in order, the fastest of them its by_prompt figure
+        assert [max(runs) for runs in d["by_prompt_every_run"]] == d["by_prompt"]
     d0, d1 = r["depths"]
     assert d0["speedup"] == d0["ideal_speedup"] == d0["verify_decode_ratio"] == 1.0
     assert d0["acceptance_rate"] is None and d0["accepted_per_position"] == []
