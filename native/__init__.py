@@ -15,6 +15,9 @@ AUTO_ORDER = ("cuda", "vulkan", "cpu", "numpy")
 # rounding error.
 ACTIVATIONS = ("f32", "q8", "q8x2")
 ACTIVATION_BACKENDS = ("cpu", "cuda")
+# The buffer of the backends' memory bandwidth tests (`memory_bandwidth`, optional in the contract):
+# far past any cache, so the figure is main memory's (or VRAM's).
+BANDWIDTH_TEST_BYTES = 1 << 30
 
 
 def check_activations(activations: str) -> str:

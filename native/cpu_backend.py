@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtprun.native import ACTIVATIONS, check_activations
+from mtprun.native import ACTIVATIONS, BANDWIDTH_TEST_BYTES, check_activations
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor
@@ -76,6 +77,7 @@ def library() -> ctypes.CDLL:
         "mtp_set_simd": ([ctypes.c_int], ctypes.c_int),
         "mtp_simd_name": ([], ctypes.c_char_p),
         "mtp_set_activations": ([ctypes.c_void_p, ctypes.c_int], None),
+        "mtp_read_sum": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], ctypes.c_uint64),
     }
     for name, (args, res) in sig.items():
         fn = getattr(lib, name)
@@ -160,6 +162,20 @@ class CpuBackend:
         pool, self._pool = getattr(self, "_pool", None), None
         if pool and _LIB is not None:
             _LIB.mtp_free(pool)
+
+    def memory_bandwidth(self) -> tuple[float, str]:
+        """Bytes a second that this backend's threads read from main memory: the best of a few passes
+        over a buffer far larger than any cache: what a bandwidth-bound decode step can reach."""
+        words = np.arange(BANDWIDTH_TEST_BYTES // 8, dtype=np.uint64)  # written: real pages, not the zero page
+        expected = int(words.sum(dtype=np.uint64))
+        seconds = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            got = self._lib.mtp_read_sum(self._pool, words.ctypes.data, words.nbytes)
+            seconds.append(time.perf_counter() - t0)
+            if got != expected:
+                raise MtprunError("the CPU backend's memory read test summed its buffer wrongly.")
+        return words.nbytes / min(seconds), f"read by {self.threads} threads"
 
     # -- contract: weights and states
     def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:

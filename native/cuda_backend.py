@@ -12,9 +12,10 @@ kernels/matmul_q8_mma.cu); "f32" (the default) keeps them exact.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
-from mtprun.native import check_activations
+from mtprun.native import BANDWIDTH_TEST_BYTES, check_activations
 from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.gpu import Compiled, GpuBackend
@@ -99,6 +100,26 @@ class CudaBackend(GpuBackend):
     def activations(self) -> str:
         """The matrix products' activations: "f32", "q8" or "q8x2"."""
         return self._dev.activations
+
+    def memory_bandwidth(self) -> tuple[float, str]:
+        """Bytes a second read plus written by device-to-device copies (best of a few timings of 20
+        copies of 1 GiB): the ceiling a bandwidth-bound decode step is measured against."""
+        drv, n, copies = self._dev._drv, BANDWIDTH_TEST_BYTES, 20
+        src, dst = drv.alloc(n), drv.alloc(n)
+        try:
+            drv.copy(dst, src, n)
+            drv.synchronize()
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(copies):
+                    drv.copy(dst, src, n)
+                drv.synchronize()
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            drv.free(src)
+            drv.free(dst)
+        return 2 * n * copies / best, "device-to-device copy, read + write"
 
     @property
     def graphs(self) -> bool:

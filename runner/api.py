@@ -72,6 +72,12 @@ class Model:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.detokenize(list(ids))
 
+    def memory_bandwidth(self) -> tuple[float, str] | None:
+        """The backend's memory bandwidth test, where it has one: (bytes a second, what was measured).
+        Takes a second or so and a large buffer."""
+        measure = getattr(self._ctx.backend, "memory_bandwidth", None)
+        return measure() if measure is not None else None
+
     # -- inference
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits at every position of `tokens`, in a fresh context, as one batch: [n_tokens, n_vocab]."""

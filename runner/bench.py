@@ -21,6 +21,7 @@ import numpy as np
 
 from mtprun.native import BACKENDS
 from mtprun.runner.cli import add_activations_arg
+from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
 from mtprun.runner.speculative import warm_up_catch_up
@@ -243,6 +244,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         row["every_run_tokens_per_s"] = every_run[row["depth"]]
         row["by_prompt_every_run"] = each_run[row["depth"]]
     rss_ours = peak_rss_mib()
+    bandwidth = decode_bandwidth(model, rows[0]["decode_tokens_per_s"])
 
     result = {
         "model": str(config.model),
@@ -261,6 +263,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         "depths": rows,
         "ideal_formula": IDEAL_FORMULA,
         "peak_rss_mib": rss_ours,
+        "bandwidth": bandwidth,
         "llama_cpp": None,
     }
     if config.compare_llama:

@@ -69,6 +69,7 @@ def format_report(r: dict) -> str:
         if plain:
             out.append(f"auto over every run, the first ones (still learning) included: {_num(auto['every_run_tokens_per_s'])} "
                        f"tok/s, {_times(auto['every_run_tokens_per_s'] / plain)} plain decoding's {_num(plain)}.")
+    out += ["", _bandwidth_line(r["bandwidth"])]
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
         rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"
@@ -81,6 +82,16 @@ def format_report(r: dict) -> str:
                              + ("; its draft-mtp decode ran in llama-speculative-simple, one process per prompt and depth, "
                                 "timed by itself, greedy, on the prompts' text." if llama["mtp"] else "."), 100)
     return "\n".join(out)
+
+
+def _bandwidth_line(b: dict) -> str:
+    line = (f"plain decode reads {b['weight_bytes_per_token'] / 1e6:.1f} MB of weights a token: "
+            f"{b['decode_bytes_per_s'] / 1e9:.1f} GB/s")
+    if b["share"] is None:
+        return line + " (this backend has no bandwidth test)."
+    line += (f", {_pct(b['share'])} of the {b['ceiling_bytes_per_s'] / 1e9:.1f} GB/s measured here "
+             f"({b['ceiling_measured']})")
+    return line + ("; above 100%: the weights fit in the caches." if b["share"] > 1 else ".")
 
 
 def _prefill_table(p: dict, llama: dict | None) -> str:

@@ -194,7 +194,10 @@ class WeightTensor:
 
 
 class Backend(Protocol):
-    """What every backend implements (NumPy reference, C for CPU, CUDA, Vulkan, Metal)."""
+    """What every backend implements (NumPy reference, C for CPU, CUDA, Vulkan, Metal).
+
+    Optional: `memory_bandwidth() -> (bytes per second, what was measured)`, the ceiling that
+    `mtprun bench` sets a bandwidth-bound decode against (CPU: threads reading; CUDA: copies)."""
 
     name: str
 

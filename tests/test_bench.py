@@ -10,6 +10,8 @@ import pytest
 
 from mtprun.runner import bench
 from mtprun.runner.errors import MtprunError
+from mtprun.runner.loader import load_model
+from mtprun.runner.models.qwen35 import decode_weight_bytes
 from tests.fixtures import model_file, needs_fixtures
 
 DEPTH_FIELDS = {
@@ -59,6 +61,10 @@ def test_bench_reports_every_field(capsys):
         # each prompt's runs in order, the fastest of them its by_prompt figure
         assert [max(runs) for runs in d["by_prompt_every_run"]] == d["by_prompt"]
     d0, d1 = r["depths"]
+    bw = r["bandwidth"]
+    assert bw["decode_bytes_per_s"] == pytest.approx(bw["weight_bytes_per_token"] * d0["decode_tokens_per_s"])
+    if r["backend"] == "cpu":  # the CPU backend measures its read bandwidth
+        assert bw["ceiling_bytes_per_s"] > 0 and bw["share"] == pytest.approx(bw["decode_bytes_per_s"] / bw["ceiling_bytes_per_s"])
     assert d0["speedup"] == d0["ideal_speedup"] == d0["verify_decode_ratio"] == 1.0
     assert d0["acceptance_rate"] is None and d0["accepted_per_position"] == []
     assert 0 < d1["acceptance_rate"] <= 1  # tinycoder's drafts are real: some are accepted
@@ -66,6 +72,22 @@ def test_bench_reports_every_field(capsys):
     assert d1["accepted_per_position"] == d1["conditional_acceptance"] == [d1["acceptance_rate"]]
     assert d1["expected_tokens_per_step"] == pytest.approx(1 + d1["acceptance_rate"])
     assert d1["speedup"] > 0 and d1["ideal_speedup"] > 0 and d1["verify_decode_ratio"] > 0
+
+
+@needs_fixtures
+@pytest.mark.parametrize("family", ["tinycoder", "tiny-qwen35moe"])
+def test_decode_weight_bytes_count_trunk_and_head_once(family):
+    """Bytes a decode step reads, from the file's own tensor list: the MTP block's tensors are left
+    out, an untied embedding table too (one row is read), and routed experts count at their used share."""
+    loaded = load_model(model_file(family, "q8_0"))
+    hp, names = loaded.hp, {t.name: t for t in loaded.file.reader.tensors}
+    expected = 0.0
+    for name, t in names.items():
+        block = int(name.split(".")[1]) if name.startswith("blk.") else -1
+        if block >= hp.n_layer or (name == "token_embd.weight" and "output.weight" in names):
+            continue
+        expected += int(t.n_bytes) * (hp.n_expert_used / hp.n_expert if "_exps" in name else 1)
+    assert decode_weight_bytes(hp, loaded.weights) == pytest.approx(expected, abs=8)
 
 
 def test_expected_tokens_and_conditional_acceptance():

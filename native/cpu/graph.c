@@ -161,6 +161,13 @@ int mtp_run(void *ctx, mtp_node *nodes, int32_t n_nodes, mtp_state *states) {
     return c->job.error;
 }
 
+/* The sum of buf's 64-bit words, read by every thread of the pool (the bandwidth test; nbytes % 8 == 0). */
+uint64_t mtp_read_sum(void *ctx, const void *buf, int64_t nbytes) {
+    mtp_ctx *c = ctx;
+    mtp_pool_quiesce(c->pool);
+    return mtp_pool_read_sum(c->pool, buf, nbytes);
+}
+
 const char *mtp_op_name(int op) { return op >= 0 && op < OP_COUNT ? OP_NAMES[op] : NULL; }
 
 int mtp_node_size(void) { return (int)sizeof(mtp_node); }

@@ -64,6 +64,7 @@ void mtp_pool_run(mtp_pool *p, mtp_task fn, void *arg);
 void mtp_wait_above(mtp_pool *p, atomic_int *v, int value);  /* until *v > value: spin, then sleep */
 void mtp_publish(mtp_pool *p, atomic_int *v, int value);     /* *v = value, waking the waiters */
 void *mtp_scratch(mtp_pool *p, size_t bytes);              /* the calling thread's buffer, grown on demand */
+uint64_t mtp_pool_read_sum(mtp_pool *p, const void *buf, int64_t nbytes);  /* bandwidth.c: all threads read buf */
 
 /* ---- one graph run, as the ops see it */
 typedef struct {

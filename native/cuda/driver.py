@@ -30,6 +30,7 @@ _SIGNATURES: dict[str, list] = {
     "cuMemFree_v2": [c_uint64],
     "cuMemcpyHtoD_v2": [c_uint64, c_void_p, c_size_t],
     "cuMemcpyDtoH_v2": [c_void_p, c_uint64, c_size_t],
+    "cuMemcpyDtoD_v2": [c_uint64, c_uint64, c_size_t],
     "cuMemsetD8_v2": [c_uint64, ctypes.c_ubyte, c_size_t],
     "cuModuleLoadData": [POINTER(c_void_p), c_void_p],
     "cuModuleGetFunction": [POINTER(c_void_p), c_void_p, c_char_p],
@@ -129,6 +130,10 @@ class Driver:
         assert out.flags.c_contiguous
         self.check(self._lib.cuMemcpyDtoH_v2(out.ctypes.data, ptr, out.nbytes), "cuMemcpyDtoH")
         return out
+
+    def copy(self, dst: int, src: int, nbytes: int) -> None:
+        """Device to device; asynchronous to the host (synchronize to wait for it)."""
+        self.check(self._lib.cuMemcpyDtoD_v2(dst, src, nbytes), "cuMemcpyDtoD")
 
     def zero(self, ptr: int, nbytes: int) -> None:
         self.check(self._lib.cuMemsetD8_v2(ptr, 0, nbytes), "cuMemsetD8")

@@ -13,11 +13,11 @@ that a sidecar file can supply them next to a trunk from another file.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtprun.runner.graph import Graph, Ref, StateSpec
+from mtprun.runner.graph import Graph, Ref, StateSpec, WeightTensor
 from mtprun.runner.hparams import HParams
 
 MTP_PREFIX = "mtp/"
@@ -84,6 +84,18 @@ def trunk_tensors(hp: HParams, tied: bool) -> dict[str, tuple[int, ...]]:
             out.update(_attention_tensors(hp, p))
         out.update(_ffn_tensors(hp, p))
     return out
+
+
+def decode_weight_bytes(hp: HParams, weights: Mapping[str, WeightTensor]) -> int:
+    """Bytes of weights one plain decode step reads: every trunk matrix and the output head once
+    (an untied embedding table only one row, left out), MoE experts in the share a token routes to."""
+    total = 0
+    for name, w in weights.items():
+        if name.startswith(MTP_PREFIX) or (name == "token_embd.weight" and "output.weight" in weights):
+            continue
+        share = hp.n_expert_used / hp.n_expert if "_exps." in name else 1.0
+        total += round(w.data.nbytes * share)
+    return total
 
 
 def mtp_tensors(hp: HParams, present: Sequence[str]) -> dict[str, str]:
