@@ -110,17 +110,23 @@ static int plan_steps(mtp_ctx *c, int32_t n_nodes) {
 
 /* ---- exported API */
 
-static int simd_level = -1;  /* 0 scalar, 1 AVX2, 2 AVX2 with AVX-512 twins (the same bits as 1) */
+/* 0 scalar; x86: 1 AVX2, 2 AVX2 with AVX-512 twins (the same bits as 1); aarch64: 1 NEON, 2 NEON
+ * with SDOT int8 products (both the scalar kernels' bits). Each arch's functions return 0 elsewhere. */
+static int simd_level = -1;
 
 int mtp_set_simd(int level) {  /* the best available at most `level`; returns what was chosen */
     mtp_kernels_scalar(&mtp_k);
-    simd_level = level >= 1 && mtp_kernels_avx2(&mtp_k) ? 1 : 0;
-    if (simd_level == 1 && level >= 2 && mtp_kernels_avx512(&mtp_k))
+    simd_level = level >= 1 && (mtp_kernels_avx2(&mtp_k) || mtp_kernels_neon(&mtp_k)) ? 1 : 0;
+    if (simd_level == 1 && level >= 2 && (mtp_kernels_avx512(&mtp_k) || mtp_q8_dotprod(&mtp_k)))
         simd_level = 2;
     return simd_level;
 }
 
+#if defined(MTP_NEON)
+const char *mtp_simd_name(void) { return simd_level == 2 ? "neon-dotprod" : simd_level == 1 ? "neon" : "scalar"; }
+#else
 const char *mtp_simd_name(void) { return simd_level == 2 ? "avx512" : simd_level == 1 ? "avx2" : "scalar"; }
+#endif
 
 static void ensure_kernels(void) {
     if (simd_level < 0)

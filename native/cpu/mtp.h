@@ -121,7 +121,7 @@ typedef void (*mtp_vdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const 
  *   Q6_K (256-blocks i, 16-value groups g):
  *                         t_i = (d_i * dx_i) * sum_g sc_g * isum_ig  (quants q - 32);
  *   K-quants: the t_i summed in order from 0.
- * Every SIMD level computes exactly these operations, so scalar, AVX2 and AVX-512 VNNI give the
+ * Every SIMD level computes exactly these operations, so scalar, AVX2, AVX-512 VNNI and NEON give the
  * same bits, for every token whatever the batch. Types without a qdot keep f32 activations. */
 #define MTP_Q8_BLOCK(type) ((type) == T_Q4_K || (type) == T_Q5_K || (type) == T_Q6_K ? 256 : 32)
 typedef void (*mtp_quant_fn)(const float *x, int64_t k, int block, int8_t *q, float *d, int16_t *s);
@@ -155,6 +155,9 @@ void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot 
 /* fused_avx512.c, on top of the AVX2 table: bit-identical AVX-512 twins of some of its kernels;
  * 0 where the CPU lacks AVX-512 F/BW/VL */
 int mtp_kernels_avx512(mtp_kernels *k);
+int mtp_kernels_neon(mtp_kernels *k);        /* simd_neon.c: 0 off aarch64; the scalar kernels' bits */
+void mtp_q8_neon(mtp_kernels *k);            /* q8_neon.c (aarch64 only) */
+int mtp_q8_dotprod(mtp_kernels *k);          /* q8_dotprod.c: 0 where the CPU lacks the dot product (SDOT) */
 
 /* ---- matrix products (matmul.c): out[i, j] = row j of w . x[i], the same dot for every i;
  * part `part` of `nparts` computes its share of the m output columns. act: float32 activations
@@ -238,6 +241,16 @@ static inline void mtp_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *
 #define MTP_AVX2 __attribute__((target("avx2,fma,f16c")))
 #if defined(__linux__) && !defined(__clang__)
 #define MTP_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+/* aarch64: NEON is always there; SDOT (the dot product extension, Armv8.2+) per function. */
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define MTP_NEON 1
+#if !defined(__clang__)
+#define MTP_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))  /* GCC's arm_neon.h wants the arch */
+#elif __clang_major__ >= 16 || defined(__ARM_FEATURE_DOTPROD)
+/* clang's arm_neon.h declares SDOT for a target attribute from 16 on (earlier: only under -march) */
+#define MTP_DOTPROD __attribute__((target("dotprod")))
 #endif
 #endif
 #ifndef MTP_CLONES
