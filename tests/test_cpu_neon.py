@@ -54,7 +54,8 @@ def neon_check(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("cpu,level2", [("max", "neon-dotprod"), ("cortex-a57", "neon")])
 def test_neon_kernels_are_bit_identical_to_scalar(neon_check, cpu, level2):
     """Every kernel that NEON (level 1) and NEON + SDOT (level 2) put in the table gives the scalar
-    kernels' bits, for batches of 1..4 tokens, odd row counts and several k; a57 has no SDOT."""
+    kernels' bits, for batches of 1..4 tokens, odd row counts and several k, and so does every
+    matrix product (fused and tiled, f32 / q8 / q8x2 activations); a57 has no SDOT."""
     proc = subprocess.run([QEMU, "-cpu", cpu, str(neon_check)], capture_output=True, text=True, timeout=120)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -65,4 +66,4 @@ def test_neon_kernels_are_bit_identical_to_scalar(neon_check, cpu, level2):
     # the kernels a decode runs, each replaced by a NEON twin and checked (not left scalar)
     checked = {line.split(" ok (")[0].strip() for line in proc.stdout.splitlines() if " ok (" in line}
     assert checked >= {"dot", "dotn", "split", "kdot", "vdot q4_k", "vdot q5_k", "vdot q6_k", "vdot q8_0", "quant",
-                       "qdot q8_0", "qdot q4_k", "qdot q5_k", "qdot q6_k"}
+                       "qdot q8_0", "qdot q4_k", "qdot q5_k", "qdot q6_k", "matmul q4_k f32", "matmul q6_k q8"}

@@ -71,6 +71,59 @@ static void deq_q8_0(const void *src, float *dst, int64_t k) {
     }
 }
 
+/* 16 where bit l of the low 16 bits of h is set, in lane l */
+NEON_INLINE uint8x16_t fifth_bits(uint32_t h) {
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t spread = vcombine_u8(vdup_n_u8((uint8_t)h), vdup_n_u8((uint8_t)(h >> 8)));
+    return vandq_u8(vtstq_u8(spread, vld1q_u8(bit)), vdupq_n_u8(16));
+}
+
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 block: value j the low nibble of byte j of qs, value j + 16 its high
+ * nibble, plus (qh not NULL) bit j of the 32-bit qh as the fifth bit; minus off, then d * v, + m
+ * where has_min (the scalar decoders' products and sums) */
+NEON_INLINE void deq_32(const uint8_t *qs, const uint8_t *qh, int off, float d, float m, int has_min, float *dst) {
+    const uint8x16_t b = vld1q_u8(qs);
+    uint8x16_t v[2] = {vandq_u8(b, vdupq_n_u8(0xf)), vshrq_n_u8(b, 4)};
+    if (qh) {
+        uint32_t h;
+        memcpy(&h, qh, 4);
+        v[0] = vorrq_u8(v[0], fifth_bits(h));
+        v[1] = vorrq_u8(v[1], fifth_bits(h >> 16));
+    }
+    for (int c = 0; c < 2; c++) {
+        float32x4_t f[4];
+        s8_f32(vsubq_s8(vreinterpretq_s8_u8(v[c]), vdupq_n_s8((int8_t)off)), f);
+        for (int u = 0; u < 4; u++) {
+            const float32x4_t w = vmulq_f32(vdupq_n_f32(d), f[u]);
+            vst1q_f32(dst + 16 * c + 4 * u, has_min ? vaddq_f32(w, vdupq_n_f32(m)) : w);
+        }
+    }
+}
+
+static void deq_q4_0(const void *src, float *dst, int64_t k) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < k / 32; i++, b += 18, dst += 32)
+        deq_32(b + 2, NULL, 8, neon_half(b), 0.0f, 0, dst);
+}
+
+static void deq_q4_1(const void *src, float *dst, int64_t k) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < k / 32; i++, b += 20, dst += 32)
+        deq_32(b + 4, NULL, 0, neon_half(b), neon_half(b + 2), 1, dst);
+}
+
+static void deq_q5_0(const void *src, float *dst, int64_t k) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < k / 32; i++, b += 22, dst += 32)
+        deq_32(b + 6, b + 2, 16, neon_half(b), 0.0f, 0, dst);
+}
+
+static void deq_q5_1(const void *src, float *dst, int64_t k) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < k / 32; i++, b += 24, dst += 32)
+        deq_32(b + 8, b + 4, 0, neon_half(b), neon_half(b + 2), 1, dst);
+}
+
 /* Q4_K / Q5_K super-block b's sm[j] = d * sc_j, sm[8 + j] = dmin * mn_j (mtp_split_kquant's floats) */
 NEON_INLINE void k45_scales(const uint8_t *b, float sm[16]) {
     uint64_t sc, mn;
@@ -372,6 +425,10 @@ VDOT(vdot_q8_0, q8_0_rows)
 int mtp_kernels_neon(mtp_kernels *kt) {
     kt->dequant[T_F16] = deq_f16;
     kt->dequant[T_BF16] = deq_bf16;
+    kt->dequant[T_Q4_0] = deq_q4_0;
+    kt->dequant[T_Q4_1] = deq_q4_1;
+    kt->dequant[T_Q5_0] = deq_q5_0;
+    kt->dequant[T_Q5_1] = deq_q5_1;
     kt->dequant[T_Q8_0] = deq_q8_0;
     kt->dequant[T_Q4_K] = deq_q4_k;
     kt->dequant[T_Q5_K] = deq_q5_k;

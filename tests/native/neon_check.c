@@ -1,7 +1,8 @@
 /* Every kernel a SIMD level puts in mtp_k against the scalar level's, bit for bit (memcmp), on
  * random blocks and activations: tests/test_cpu_neon.py builds this with the library's sources for
  * aarch64 and runs it under qemu-aarch64 on CPUs with and without SDOT. A fused vdot (none at the
- * scalar level) is checked against the scalar path it replaces: dequant + dotn, or split + kdot.
+ * scalar level) is checked against the scalar path it replaces: dequant + dotn, or split + kdot;
+ * then the matrix products (matmul.c) with each level's whole table, as the backend runs them.
  * Prints one line per kernel; exits 1 on any mismatch. Usage: neon_check [level ...] (default 1 2). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,13 +118,13 @@ static void finish(report *r, const char *name) {
     checked++;
     if (r->bad) {
         failures++;
-        printf("  %-14s MISMATCH in %d of %d cases; first: %s\n", name, r->bad, r->cases, r->first);
+        printf("  %-18s MISMATCH in %d of %d cases; first: %s\n", name, r->bad, r->cases, r->first);
     } else {
-        printf("  %-14s ok (%d cases)\n", name, r->cases);
+        printf("  %-18s ok (%d cases)\n", name, r->cases);
     }
 }
 
-static void skipped(const char *name) { printf("  %-14s scalar (no SIMD twin at this level)\n", name); }
+static void skipped(const char *name) { printf("  %-18s scalar (no SIMD twin at this level)\n", name); }
 
 /* buffers big enough for every case below */
 #define MAXK 1088
@@ -275,7 +276,7 @@ static void check_vdot(int type) {
     char name[32];
     snprintf(name, sizeof name, "vdot %s", type_name(type));
     if (!N.vdot[type]) {
-        printf("  %-14s none (dequant + dotn)\n", name);
+        printf("  %-18s none (dequant + dotn)\n", name);
         return;
     }
     report r = {0};
@@ -362,6 +363,38 @@ static void check_qdot(int type) {
     finish(&r, name);
 }
 
+/* The matrix products as the backend runs them (matmul.c: fused kernels up to 8 tokens, decoded
+ * tiles above; float32 or int8 activations), the whole table at each level */
+#define MM_ROWS 19
+#define MM_N 12
+static float MX[MM_N * (768 + 4)], MA[MM_N * (MM_ROWS + 1)], MB[MM_N * (MM_ROWS + 1)];
+
+static void check_matmul(mtp_pool *pool, int type, int act) {
+    static const char *ACT[] = {"f32", "q8", "q8x2"};
+    char name[32];
+    snprintf(name, sizeof name, "matmul %s %s", type_name(type), ACT[act]);
+    if (act != MTP_ACT_F32 && !S.qdot[type])
+        return;
+    report r = {0};
+    const int64_t k = type == T_Q4_K || type == T_Q5_K || type == T_Q6_K ? 768 : type == T_F32 || type == T_F16 || type == T_BF16 ? 419 : 416;
+    const int64_t ldx = k + 4, ldo = MM_ROWS + 1, ns[] = {1, 2, 3, 4, 5, 8, 9, 12};
+    for (int c = 0; c < (int)(sizeof ns / sizeof ns[0]); c++) {
+        fill_weights(type, W, MM_ROWS, k);
+        if (type == T_F32)
+            fill_floats((float *)W, MM_ROWS * k);
+        fill_floats(MX, ns[c] * ldx);
+        memset(MA, 0, sizeof MA), memset(MB, 0, sizeof MB);
+        mtp_k = S;
+        mtp_matmul_rows(pool, act, 0, 1, W, type, MM_ROWS, k, MX, ns[c], ldx, MA, ldo);
+        mtp_k = N;
+        mtp_matmul_rows(pool, act, 0, 1, W, type, MM_ROWS, k, MX, ns[c], ldx, MB, ldo);
+        char what[32];
+        snprintf(what, sizeof what, "n=%lld", (long long)ns[c]);
+        compare(&r, MA, MB, sizeof MA, what);
+    }
+    finish(&r, name);
+}
+
 int main(int argc, char **argv) {
     int levels[8] = {1, 2}, nlevels = 2;
     if (argc > 1) {
@@ -369,6 +402,7 @@ int main(int argc, char **argv) {
         for (int i = 1; i < argc && nlevels < 8; i++)
             levels[nlevels++] = atoi(argv[i]);
     }
+    mtp_pool *pool = mtp_pool_create(1);
     mtp_set_simd(0);
     S = mtp_k;
     for (int l = 0; l < nlevels; l++) {
@@ -392,7 +426,11 @@ int main(int argc, char **argv) {
         check_quant();
         for (int i = 0; i < NTYPES; i++)
             check_qdot(TYPES[i]);
+        for (int act = MTP_ACT_F32; act <= MTP_ACT_Q8X2; act++)
+            for (int i = 0; i < NTYPES; i++)
+                check_matmul(pool, TYPES[i], act);
     }
+    mtp_pool_free(pool);
     printf("%d kernel checks, %d mismatched\n", checked, failures);
     return failures ? 1 : 0;
 }
