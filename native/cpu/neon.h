@@ -35,7 +35,8 @@ NEON_INLINE void neon_q6k_group(const uint8_t *b, int h, int g, int8x16_t v[2]) 
     for (int c = 0; c < 2; c++) {
         uint8x16_t ql = vld1q_u8(b + 64 * h + 32 * (g % 2) + 16 * c);
         ql = g / 2 ? vshrq_n_u8(ql, 4) : vandq_u8(ql, vdupq_n_u8(0xf));
-        const uint8x16_t hi = vandq_u8(vshlq_u8(vld1q_u8(b + 128 + 32 * h + 16 * c), vdupq_n_s8((int8_t)(4 - 2 * g))), vdupq_n_u8(0x30));
+        const uint8x16_t qh = vld1q_u8(b + 128 + 32 * h + 16 * c);
+        const uint8x16_t hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(4 - 2 * g))), vdupq_n_u8(0x30));
         v[c] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(ql, hi)), vdupq_n_s8(32));
     }
 }

@@ -70,8 +70,8 @@ Q8N_INLINE void Q8N_NAME(k45_rows)(const uint8_t *b, int q5, const int8_t *q, co
             const int8_t *x = q + t * k + 256 * i;
             int32x4_t S = vdupq_n_s32(0);
             for (int j = 0; j < 8; j++) {
-                const int32x4_t sub = q8n_dot16(q8n_dot16(vdupq_n_s32(0), v[j][0], vld1q_s8(x + 32 * j)), v[j][1], vld1q_s8(x + 32 * j + 16));
-                S = vmlaq_n_s32(S, sub, (int32_t)(sc >> 8 * j & 0xff));
+                const int32x4_t lo = q8n_dot16(vdupq_n_s32(0), v[j][0], vld1q_s8(x + 32 * j));
+                S = vmlaq_n_s32(S, q8n_dot16(lo, v[j][1], vld1q_s8(x + 32 * j + 16)), (int32_t)(sc >> 8 * j & 0xff));
             }
             const int16_t *st = s + t * (k / 16) + 16 * i;
             const int16x8_t xs = vpaddq_s16(vld1q_s16(st), vld1q_s16(st + 8));  /* |sum| <= 32 * 127 */

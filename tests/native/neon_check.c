@@ -376,7 +376,8 @@ static void check_matmul(mtp_pool *pool, int type, int act) {
     if (act != MTP_ACT_F32 && !S.qdot[type])
         return;
     report r = {0};
-    const int64_t k = type == T_Q4_K || type == T_Q5_K || type == T_Q6_K ? 768 : type == T_F32 || type == T_F16 || type == T_BF16 ? 419 : 416;
+    const int block = type == T_Q4_K || type == T_Q5_K || type == T_Q6_K ? 256 : mtp_row_bytes(type, 1) > 0 ? 1 : 32;
+    const int64_t k = block == 256 ? 768 : block == 1 ? 419 : 416;  /* 419: the float rows' tails */
     const int64_t ldx = k + 4, ldo = MM_ROWS + 1, ns[] = {1, 2, 3, 4, 5, 8, 9, 12};
     for (int c = 0; c < (int)(sizeof ns / sizeof ns[0]); c++) {
         fill_weights(type, W, MM_ROWS, k);
