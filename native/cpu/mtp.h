@@ -123,6 +123,19 @@ typedef void (*mtp_vdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const 
  *   K-quants: the t_i summed in order from 0.
  * Every SIMD level computes exactly these operations, so scalar, AVX2, AVX-512 VNNI and NEON give the
  * same bits, for every token whatever the batch. Types without a qdot keep f32 activations. */
+/* An mtp_qdot_fn over nr weight rows from a one-row kernel `rows`, with nt a constant in each loop
+ * so the accumulators stay in registers; `target`: the SIMD build's function attribute. */
+#define MTP_QDOT_ROWS(target, name, rows)                                                                          \
+    target static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
+                            int nt, int64_t k, float *out, int64_t ldo) {                                         \
+        const uint8_t *b = w;                                                                                      \
+        switch (nt) {                                                                                              \
+        case 4: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 4, k, out + r, ldo); break;             \
+        case 3: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 3, k, out + r, ldo); break;             \
+        case 2: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 2, k, out + r, ldo); break;             \
+        default: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 1, k, out + r, ldo);                   \
+        }                                                                                                          \
+    }
 #define MTP_Q8_BLOCK(type) ((type) == T_Q4_K || (type) == T_Q5_K || (type) == T_Q6_K ? 256 : 32)
 typedef void (*mtp_quant_fn)(const float *x, int64_t k, int block, int8_t *q, float *d, int16_t *s);
 /* out[t * ldo + r] for weight rows r < nr (at w + r * row_bytes) and tokens t < nt (1..4) */

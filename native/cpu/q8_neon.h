@@ -119,18 +119,7 @@ Q8N_INLINE void Q8N_NAME(q6_k_rows)(const uint8_t *b, const int8_t *q, const flo
         out[t * ldo] = acc[t];
 }
 
-/* mtp_qdot_fn: nr weight rows, a constant nt per loop so the accumulators stay in registers */
-#define Q8N_QDOT(name, rows)                                                                                            \
-    Q8N_TARGET static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
-                                int nt, int64_t k, float *out, int64_t ldo) {                                         \
-        const uint8_t *b = w;                                                                                           \
-        switch (nt) {                                                                                                   \
-        case 4: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 4, k, out + r, ldo); break;                  \
-        case 3: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 3, k, out + r, ldo); break;                  \
-        case 2: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 2, k, out + r, ldo); break;                  \
-        default: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 1, k, out + r, ldo);                        \
-        }                                                                                                               \
-    }
+#define Q8N_QDOT(name, rows) MTP_QDOT_ROWS(Q8N_TARGET, name, rows)
 
 Q8N_QDOT(Q8N_NAME(qdot_q8_0), Q8N_NAME(q8_0_rows))
 Q8N_QDOT(Q8N_NAME(qdot_q4_k), Q8N_NAME(q4_k_rows))

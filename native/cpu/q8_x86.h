@@ -269,18 +269,7 @@ Q8_INLINE void Q8_NAME(q8_0_rows_s)(const uint8_t *b, const int8_t *q, const flo
     Q8_NAME(q8_0_rows)(b, q, d, nt, k, out, ldo);
 }
 
-/* mtp_qdot_fn: nr weight rows, a constant nt per loop so the accumulators stay in registers */
-#define Q8_QDOT(name, rows)                                                                                            \
-    Q8_TARGET static void name(const void *w, int64_t rb, int64_t nr, const int8_t *q, const float *d, const int16_t *s, \
-                               int nt, int64_t k, float *out, int64_t ldo) {                                          \
-        const uint8_t *b = w;                                                                                          \
-        switch (nt) {                                                                                                  \
-        case 4: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 4, k, out + r, ldo); break;                 \
-        case 3: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 3, k, out + r, ldo); break;                 \
-        case 2: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 2, k, out + r, ldo); break;                 \
-        default: for (int64_t r = 0; r < nr; r++) rows(b + r * rb, q, d, s, 1, k, out + r, ldo);                       \
-        }                                                                                                              \
-    }
+#define Q8_QDOT(name, rows) MTP_QDOT_ROWS(Q8_TARGET, name, rows)
 
 /* K-quants: R rows per pass, the last few one at a time. Measured: Q4_K / Q5_K gain from two rows
  * (two rows' lanes share one tail), not from more (the reads come slower); Q6_K reads fastest one row
