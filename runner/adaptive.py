@@ -75,6 +75,10 @@ class CostEstimate:
         return len(samples) < samples.maxlen
 
     @property
+    def samples(self) -> list[float]:
+        return list(self._samples)
+
+    @property
     def value(self) -> float | None:
         if self._value is None and self._samples:
             self._value = median(self._samples)
@@ -161,29 +165,45 @@ class AdaptiveDepth:
         self._samples_since_costs = 0
 
     # -- model
-    def _verify(self, size: int) -> float:
-        """Measured cost of a verify batch: interpolated between measured sizes, and beyond them
-        extrapolated by the per-row step of the nearest two, or, with one size measured, in proportion
-        to the rows. Holding the nearest cost flat made unmeasured sizes look free: deeper depths (a
-        27B-shaped model jumped to depth 3 at 0% acceptance) and plain decoding before its first
-        sample (drafting went on for 8 steps at 0% acceptance on 2 CPU threads)."""
-        costs = self._verify_estimates
+    def _measured_verify(self) -> dict[int, float]:
+        """Measured verify costs by batch size, made non-decreasing in the size (a larger batch does no
+        less work): where a size's median is above a larger size's, the two take the median of their
+        samples pooled (pool-adjacent-violators), so that a size sampled once, in a stall, does not
+        keep its cost while the policy, deterred by it, never samples it again (plain decoding kept at
+        6x its cost through a 12-token prompt of replayed tinycoder drafts)."""
+        blocks: list[tuple[list[int], list[float], float]] = []  # (sizes, their samples, median)
+        for size in sorted(self._verify_estimates):
+            samples = self._verify_estimates[size].samples
+            blocks.append(([size], samples, self._verify_estimates[size].value))
+            while len(blocks) > 1 and blocks[-2][2] > blocks[-1][2]:
+                sizes, pooled, _ = blocks.pop()
+                sizes_before, pooled_before, _ = blocks.pop()
+                blocks.append((sizes_before + sizes, pooled_before + pooled, median(pooled_before + pooled)))
+        return {size: value for sizes, _, value in blocks for size in sizes}
+
+    def _verify(self, size: int, costs: dict[int, float]) -> float:
+        """Cost of a verify batch from the measured ones (`_measured_verify`): interpolated between
+        measured sizes, and beyond them extrapolated by the per-row step of the nearest two, or, with
+        one size measured, in proportion to the rows. Holding the nearest cost flat made unmeasured
+        sizes look free: deeper depths (a 27B-shaped model jumped to depth 3 at 0% acceptance) and
+        plain decoding before its first sample (drafting went on for 8 steps at 0% acceptance on 2 CPU
+        threads)."""
         if size in costs:
-            return costs[size].value
+            return costs[size]
         sizes = sorted(costs)
         if len(sizes) == 1:
-            return costs[sizes[0]].value * size / sizes[0]
+            return costs[sizes[0]] * size / sizes[0]
         lower = [s for s in sizes if s < size]
         upper = [s for s in sizes if s > size]
         a, b = (lower[-1], upper[0]) if lower and upper else (upper[0], upper[1]) if upper else (lower[-2], lower[-1])
-        per_row = (costs[b].value - costs[a].value) / (b - a)
-        return max(costs[a].value + per_row * (size - a), 0.0)
+        per_row = (costs[b] - costs[a]) / (b - a)
+        return max(costs[a] + per_row * (size - a), 0.0)
 
     def step_costs(self) -> list[float]:
         """Seconds of a step at each depth 0..n_max, from the current estimates: a verify of n + 1
         tokens and n draft calls, or, for a plain step, its share of the catch-up after it."""
-        draft = self.draft_cost or 0.0
-        return [self._verify(n + 1) + (n * draft if n else self.row_cost) for n in range(self.n_max + 1)]
+        draft, verify = self.draft_cost or 0.0, self._measured_verify()
+        return [self._verify(n + 1, verify) + (n * draft if n else self.row_cost) for n in range(self.n_max + 1)]
 
     def _step_costs(self) -> list[float]:
         """`step_costs`, as last rebuilt (see `_costs`)."""
@@ -260,8 +280,8 @@ class AdaptiveDepth:
 
     @property
     def verify_cost(self) -> dict[int, float]:
-        """Verify batch size -> seconds."""
-        return {k: self._verify_estimates[k].value for k in sorted(self._verify_estimates)}
+        """Verify batch size -> seconds, as the policy rates them."""
+        return self._measured_verify()
 
     @property
     def draft_cost(self) -> float | None:
