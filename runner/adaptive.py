@@ -25,6 +25,7 @@ from typing import Protocol
 from mtprun.runner.stats import StepRecord
 
 DEFAULT_AUTO_MAX = 4
+_INF = float("inf")
 
 
 class DepthPolicy(Protocol):
@@ -66,9 +67,16 @@ class CostEstimate:
         self._samples: deque[float] = deque(maxlen=window)
         self._value: float | None = None  # None: to be computed (a plain step only appends: ~1 us less)
 
-    def add(self, sample: float) -> None:
-        self._samples.append(sample)
+    def add(self, sample: float) -> bool:
+        """Returns whether the window is still filling (the median then moves with each sample)."""
+        samples = self._samples
+        samples.append(sample)
         self._value = None
+        return len(samples) < samples.maxlen
+
+    @property
+    def samples(self) -> list[float]:
+        return list(self._samples)
 
     @property
     def value(self) -> float | None:
@@ -131,7 +139,8 @@ class AdaptiveDepth:
         # A backend compiles a graph the first time it meets a shape, so the first step at each verify
         # size (and the first drafting step) is not a cost sample: one such step measured 5x the
         # others, and a size the policy then never chose again kept that cost for good.
-        self._warm: set[int] = set()  # verify sizes (and 0: drafting) seen once
+        self._warm: set[int] = set()  # verify sizes seen once
+        self._drafted = False  # a drafting step was seen
         self.base_probe_interval = probe_interval
         self.max_probe_interval = max_probe_interval
         # Steps between probes from each chosen depth. One shared pace was doubled by the failing
@@ -142,53 +151,90 @@ class AdaptiveDepth:
         self.steps_since_probe = 0
         self.follow_up_probe = follow_up_probe  # steps to the next probe after one that paid
         self._probing: tuple[int, int] | None = None  # (the limit, the choice) a probe was made under
-        # The choice is re-derived only when a step drafted (acceptance moved) or every
-        # `reevaluate_every` steps (costs drift slowly): on a small model, deriving it every plain
-        # step costs a noticeable share of the step itself.
-        self.reevaluate_every = 8
-        self._choice: tuple[int, int] | None = None  # (limit, best depth)
-        self._choice_age = 0
+        # The choice is re-derived when a step drafted (acceptance moved), and from fresh costs every
+        # `reevaluate_every` steps (costs drift slowly). Each depth's step cost is kept in a table,
+        # rebuilt while a cost's window fills, after `reevaluate_every` new samples, or when the pace
+        # of probes out of plain decoding (its share of a catch-up) changes: rebuilding it (medians,
+        # interpolated verify sizes) at every drafting step cost ~4 us of Python on this 2-core host,
+        # and every 8 plain steps ~0.7 us a step; every 32 steps replays tinycoder's drafts as well.
+        self.reevaluate_every = 32
+        self._limit = -1  # the limit the choice was derived under (-1: none, re-derive)
+        self._best = 0  # the choice
+        self._age = 0  # steps since it was derived
+        self._costs: list[float] | None = None  # None: rebuild
+        self._samples_since_costs = 0
 
     # -- model
-    def _verify(self, size: int) -> float:
-        """Measured cost of a verify batch: interpolated between measured sizes, and beyond them
-        extrapolated by the per-row step of the nearest two, or, with one size measured, in proportion
-        to the rows. Holding the nearest cost flat made unmeasured sizes look free: deeper depths (a
-        27B-shaped model jumped to depth 3 at 0% acceptance) and plain decoding before its first
-        sample (drafting went on for 8 steps at 0% acceptance on 2 CPU threads)."""
-        costs = self._verify_estimates
+    def _measured_verify(self) -> dict[int, float]:
+        """Measured verify costs by batch size, made non-decreasing in the size (a larger batch does no
+        less work): where a size's median is above a larger size's, the two take the median of their
+        samples pooled (pool-adjacent-violators), so that a size sampled once, in a stall, does not
+        keep its cost while the policy, deterred by it, never samples it again (plain decoding kept at
+        6x its cost through a 12-token prompt of replayed tinycoder drafts)."""
+        blocks: list[tuple[list[int], list[float], float]] = []  # (sizes, their samples, median)
+        for size in sorted(self._verify_estimates):
+            samples = self._verify_estimates[size].samples
+            blocks.append(([size], samples, self._verify_estimates[size].value))
+            while len(blocks) > 1 and blocks[-2][2] > blocks[-1][2]:
+                sizes, pooled, _ = blocks.pop()
+                sizes_before, pooled_before, _ = blocks.pop()
+                blocks.append((sizes_before + sizes, pooled_before + pooled, median(pooled_before + pooled)))
+        return {size: value for sizes, _, value in blocks for size in sizes}
+
+    def _verify(self, size: int, costs: dict[int, float]) -> float:
+        """Cost of a verify batch from the measured ones (`_measured_verify`): interpolated between
+        measured sizes, and beyond them extrapolated by the per-row step of the nearest two, or, with
+        one size measured, in proportion to the rows. Holding the nearest cost flat made unmeasured
+        sizes look free: deeper depths (a 27B-shaped model jumped to depth 3 at 0% acceptance) and
+        plain decoding before its first sample (drafting went on for 8 steps at 0% acceptance on 2 CPU
+        threads)."""
         if size in costs:
-            return costs[size].value
+            return costs[size]
         sizes = sorted(costs)
         if len(sizes) == 1:
-            return costs[sizes[0]].value * size / sizes[0]
+            return costs[sizes[0]] * size / sizes[0]
         lower = [s for s in sizes if s < size]
         upper = [s for s in sizes if s > size]
         a, b = (lower[-1], upper[0]) if lower and upper else (upper[0], upper[1]) if upper else (lower[-2], lower[-1])
-        per_row = (costs[b].value - costs[a].value) / (b - a)
-        return max(costs[a].value + per_row * (size - a), 0.0)
+        per_row = (costs[b] - costs[a]) / (b - a)
+        return max(costs[a] + per_row * (size - a), 0.0)
 
-    def rates(self, top: int, acceptance: list[float] | None = None) -> list[float]:
+    def step_costs(self) -> list[float]:
+        """Seconds of a step at each depth 0..n_max, from the current estimates: a verify of n + 1
+        tokens and n draft calls, or, for a plain step, its share of the catch-up after it."""
+        draft, verify = self.draft_cost or 0.0, self._measured_verify()
+        return [self._verify(n + 1, verify) + (n * draft if n else self.row_cost) for n in range(self.n_max + 1)]
+
+    def _step_costs(self) -> list[float]:
+        """`step_costs`, as last rebuilt (see `_costs`)."""
+        if self._costs is None or self._samples_since_costs >= self.reevaluate_every:
+            self._costs, self._samples_since_costs = self.step_costs(), 0
+        return self._costs
+
+    def rates(self, top: int, acceptance: list[float] | None = None, costs: list[float] | None = None) -> list[float]:
         """Expected tokens/s at depths 0..top, in one pass: E(n) over the step's cost, with each a_i
         in E(n) taken as no larger than the one before it (drafts deeper in a chain are no likelier to
         hold, and the deeper estimates go stale while earlier drafts fail, untested: held at 1, they
-        kept depth 4 for 12 steps of rejected drafts). `acceptance`: other estimates to rate with."""
+        kept depth 4 for 12 steps of rejected drafts). `acceptance`, `costs`: other estimates to rate
+        with (by default the current ones)."""
         acceptance = self.acceptance if acceptance is None else acceptance
-        draft = self.draft_cost or 0.0
-        out, expected, reach, before = [], 1.0, 1.0, 1.0
-        for n in range(top + 1):
-            if n:
-                before = min(acceptance[n - 1], before)
-                reach *= before
-                expected += reach
-            cost = self._verify(n + 1) + (n * draft if n else self.row_cost)
-            out.append(expected / cost if cost > 0 else float("inf"))
+        costs = self.step_costs() if costs is None else costs
+        out = [1.0 / costs[0] if costs[0] > 0 else _INF]
+        expected = reach = before = 1.0
+        for a, cost in zip(acceptance[:top], costs[1 : top + 1]):
+            if a < before:
+                before = a
+            reach *= before
+            expected += reach
+            out.append(expected / cost if cost > 0 else _INF)
         return out
 
     def tokens_per_second(self, n: int) -> float:
         return self.rates(n)[n]
 
-    def best_depth(self, limit: int) -> int:
+    def best_depth(self, limit: int, cached: bool = False) -> int:
+        """The depth of the highest expected tokens/s, at most `limit`; `cached`: with the costs as
+        last rebuilt (the policy's own choices), not fresh ones."""
         top = min(self.n_max, limit)
         if not self._verify_estimates:
             # nothing measured yet: one draft, whose cost and acceptance are then measured; deeper
@@ -196,15 +242,15 @@ class AdaptiveDepth:
             # go deep on the next step, while a model whose drafts fail has paid for one, not n_max
             # (on a 4B-shape model a draft call costs ~1/4 of a verify: starting at 4 cost ~2x)
             return min(top, 1)
-        rates = self.rates(top)
+        rates = self.rates(top, costs=self._step_costs() if cached else None)
         return rates.index(max(rates))  # the shallowest of equals
 
     def predicted_speedup(self) -> float:
         """Expected tokens/s at the current choice over plain decoding (needs verify(1) measured)."""
         if 1 not in self._verify_estimates:
             return float("nan")
-        best = self.best_depth(self.n_max)
-        return self.tokens_per_second(best) / self.tokens_per_second(0)
+        rates = self.rates(self.n_max)
+        return max(rates) / rates[0]
 
     # -- policy
     def begin(self) -> None:
@@ -213,26 +259,29 @@ class AdaptiveDepth:
         deeper probes restarts (new text: a prompt of code after prose kept depth 1, its probes to 2
         backed off to 128 steps by the prose, where depth 3 was 1.3x faster); a probe or a choice does
         not carry over."""
-        self._probing, self._choice = None, None
+        self._probing, self._limit = None, -1
         self.probe_intervals[1:] = [self.base_probe_interval] * self.n_max
 
     def choose(self, limit: int) -> int:
-        choice = self._choice
-        if choice is None or choice[0] != limit or self._choice_age >= self.reevaluate_every:
-            choice = self._choice = (limit, self.best_depth(limit))
-            self._choice_age = 0
-        self._choice_age += 1
-        best = choice[1]
+        self._age += 1
+        if limit != self._limit or self._age > self.reevaluate_every:
+            self._derive(limit)
+        best = self._best
         self.steps_since_probe += 1
-        if self.steps_since_probe >= self.probe_intervals[best] and best < min(self.n_max, limit):
+        if self.steps_since_probe >= self.probe_intervals[best] and best < self.n_max and best < limit:
             self._probing, self.steps_since_probe = (limit, best), 0
             return best + 1
         return best
 
+    def _derive(self, limit: int) -> None:
+        if self._age > self.reevaluate_every:  # costs may have drifted since the table was built
+            self._costs = None
+        self._limit, self._best, self._age = limit, self.best_depth(limit, cached=True), 1
+
     @property
     def verify_cost(self) -> dict[int, float]:
-        """Verify batch size -> seconds."""
-        return {k: self._verify_estimates[k].value for k in sorted(self._verify_estimates)}
+        """Verify batch size -> seconds, as the policy rates them."""
+        return self._measured_verify()
 
     @property
     def draft_cost(self) -> float | None:
@@ -252,29 +301,42 @@ class AdaptiveDepth:
             # drafts fail, where a small model's step is ~150 us and each microsecond here shows)
             self._verify_estimates[1].add(step.verify_seconds)
             return
-        w = self.decay
+        accepted = step.accepted
+        w, hits, weight, acceptance = self.decay, self._hits, self._weight, self.acceptance
         # Position i was tested iff drafts before it were all accepted.
-        for i in range(min(n, step.accepted + 1)):
-            self._hits[i] = w * self._hits[i] + (1.0 if step.accepted > i else 0.0)
-            self._weight[i] = w * self._weight[i] + 1.0
-            self.acceptance[i] = self._hits[i] / self._weight[i]
+        for i in range(n if accepted >= n else accepted + 1):
+            hits[i] = h = w * hits[i] + (1.0 if accepted > i else 0.0)
+            weight[i] = v = w * weight[i] + 1.0
+            acceptance[i] = h / v
+        # The cost table is rebuilt at the next choice while a cost's window fills (its median moves
+        # with each sample), else after `reevaluate_every` samples.
         size = n + 1
         measured = size in self._warm
         if measured:
-            if size not in self._verify_estimates:  # a first sample: costs were guesses until now
-                self._verify_estimates[size] = CostEstimate(self._cost_window)
-                self._choice = None
-            self._verify_estimates[size].add(step.verify_seconds)
+            estimate = self._verify_estimates.get(size)
+            if estimate is None:  # a first sample: costs were guesses until now
+                estimate = self._verify_estimates[size] = CostEstimate(self._cost_window)
+                self._limit = -1
+            if estimate.add(step.verify_seconds):
+                self._costs = None
+            self._samples_since_costs += 1
+        else:
+            self._warm.add(size)
         if n:
-            self._choice = None
-            if 0 in self._warm:
-                self._draft.add((step.draft_seconds - step.catch_up_seconds) / n)
-            self._warm.add(0)
+            # Acceptance moved: re-derive the choice, unless it was the deepest and all its drafts
+            # held (every a_i it tested rose: no shallower depth gains on it).
+            if accepted < n or n < self.n_max:
+                self._limit = -1
+            if self._drafted:
+                if self._draft.add((step.draft_seconds - step.catch_up_seconds) / n):
+                    self._costs = None
+                self._samples_since_costs += 1
+            self._drafted = True
         if step.catch_up_rows:  # the first catch-up compiles its graphs: no sample
             if self._caught_up:
                 self._catch_up.add(step.catch_up_rows, step.catch_up_seconds)
+                self._costs = None
             self._caught_up = True
-        self._warm.add(size)
         if self._probing is not None:
             self._after_probe(step, measured)
 
@@ -291,8 +353,8 @@ class AdaptiveDepth:
         cost sample) is followed by another soon, which measures it."""
         limit, was = self._probing
         self._probing = None
-        best = self.best_depth(limit)
-        self._choice, self._choice_age = (limit, best), 0
+        best = self.best_depth(limit, cached=True)
+        self._limit, self._best, self._age = limit, best, 0
         if step.accepted < was:
             return
         if not measured:
@@ -303,12 +365,14 @@ class AdaptiveDepth:
             self.steps_since_probe = self.base_probe_interval - self.follow_up_probe
         else:
             self.probe_intervals[was] = min(2 * self.probe_intervals[was], self.max_probe_interval)
+        if not was:  # a plain step's share of the catch-up follows the pace of probes out of it
+            self._costs = None
 
     def _could_pay(self, depth: int, than: int) -> bool:
         """Would `depth` beat depth `than` if its last draft position were always accepted?"""
         sure = list(self.acceptance)
         sure[depth - 1] = 1.0
-        rates = self.rates(depth, sure)
+        rates = self.rates(depth, sure, self._step_costs())
         return rates[depth] > rates[than]
 
     def estimates(self) -> dict:

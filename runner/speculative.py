@@ -82,6 +82,7 @@ def decode(
 
     last, n_past, produced = int(prompt[-1]), len(prompt) - 1, 0
     max_snap = ctx.max_snapshots
+    learned = 0.0  # the policy's learning from the step before, a cost of every step: charged to the next one's verify
     while True:
         t_step = time.perf_counter()
         cap = min(ctx.n_ctx - n_past - 2, n_predict - produced - 1, max_snap - 1)
@@ -136,12 +137,13 @@ def decode(
         n_past += accepted + 1
         last = emitted[-1]
         # the policy weighs whole steps: choosing, drafting (with catch-up) / verifying, sampling, rollback
-        step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start,
+        step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start + learned,
                           catch_up_seconds, catch_up_rows)
         stats.steps.append(step)
         t0 = time.perf_counter()
         policy.observe(step)
-        timer.add("draft", t0)  # learning is part of choosing the depth
+        learned = time.perf_counter() - t0
+        timer.seconds["draft"] += learned  # learning is part of choosing the depth
         for tok in emitted:
             produced += 1
             stats.generated = produced

@@ -14,7 +14,9 @@ class StepRecord:
     accepted: int
     emitted: list[int]
     draft_seconds: float = 0.0  # the step up to its verify batch: choosing the depth, MTP catch-up and drafts
-    verify_seconds: float = 0.0  # the rest: the verify batch, sampling, acceptance and rollback
+    # the rest: the verify batch, sampling, acceptance and rollback, and the depth policy's learning from
+    # the step before (a cost of every step, that deeper steps pay for more tokens)
+    verify_seconds: float = 0.0
     # the part of draft_seconds that wrote the MTP head's cache for earlier plain steps, and for how many
     catch_up_seconds: float = 0.0
     catch_up_rows: int = 0

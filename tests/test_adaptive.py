@@ -143,6 +143,18 @@ def test_costs_are_medians_of_recent_samples():
 
 
 
+def test_a_verify_cost_above_a_larger_batchs_is_pooled_with_it():
+    """A larger verify batch costs no less: plain decoding measured once, in a stall, while drafts were
+    chosen, takes the median of its sample and the next size's pooled, instead of its stall for good
+    (the policy, deterred by it, would not sample it again)."""
+    policy = AdaptiveDepth(n_max=1)
+    for _ in range(10):  # depth 1: verify(2) measured 9 times (the first is a warm-up)
+        policy.observe(StepRecord([0], 1, [0, 0], draft_seconds=0.3, verify_seconds=1.1))
+    for verify in (1.0, 6.0):  # plain: a warm-up, then a sample in a stall
+        policy.observe(StepRecord([], 0, [0], 0.0, verify))
+    assert policy.verify_cost == {1: 1.1, 2: 1.1}
+
+
 def test_failed_deeper_probes_do_not_slow_the_probes_out_of_plain_decoding():
     """Depth 1 pays and depth 2 never does (its probes fail and back off); a stretch of rejected
     drafts then makes the choice plain; when drafts are good again, the probes out of plain decoding
