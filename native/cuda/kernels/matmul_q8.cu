@@ -184,22 +184,20 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // Until at most N of this thread's groups are in flight.
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-// Dynamic shared memory of a q8_mm block (gpu.py's Q8_MM_SHARED): four blocks fit an SM's 228 KiB.
-#define Q8_SMEM 55296
-
-// y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(m / MM_ROWS), ceil(n / NB)).
-// Each warp takes MM_R weight rows (rows past m clamped to the last: computed, never stored) and
-// reads each x block once for all of them. A warp step's units are contiguous in a row: the warp
-// copies them, for its MM_R rows, into one of its STAGES slots of shared memory (16-byte chunks from
-// the row's aligned-down start: a 2-byte aligned row keeps its offset mod 16, the same at every step)
-// STAGES - 1 steps ahead of the one it works on.
-template <int T, int NB, int P>
+// y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(m / (MM_WARPS R)),
+// ceil(n / NB)), SMEM bytes of dynamic shared memory. Each warp takes R weight rows (rows past m
+// clamped to the last: computed, never stored) and reads each x block once for all of them. A warp
+// step's units are contiguous in a row: the warp copies them, for its R rows, into one of its
+// STAGES slots of shared memory (16-byte chunks from the row's aligned-down start: a 2-byte aligned
+// row keeps its offset mod 16, the same at every step) STAGES - 1 steps ahead of the one it works
+// on. R and SMEM change no row's float order (a lane's units and the butterfly stay the same).
+template <int T, int NB, int P, int R, int SMEM>
 __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
     using F = Int<T>;
-    constexpr int R = MM_R, STEP_BYTES = F::PER_STEP * F::BYTES;
+    constexpr int STEP_BYTES = F::PER_STEP * F::BYTES;
     static_assert(STEP_BYTES % 16 == 0, "a step keeps a row's offset mod 16");
     constexpr int CHUNKS = F::BYTES % 16 == 0 ? STEP_BYTES / 16 : (STEP_BYTES + 14 + 15) / 16;  // rows 16-aligned, or not
-    constexpr int SLOT = 16 * CHUNKS, STAGES = Q8_SMEM / (MM_WARPS * R * SLOT);
+    constexpr int SLOT = 16 * CHUNKS, STAGES = SMEM / (MM_WARPS * R * SLOT);
     static_assert(STAGES >= 2, "one step copied while another is read");
     extern __shared__ uint4 q8_stage[];
     const int lane = threadIdx.x & 31;
@@ -280,23 +278,25 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
     }
 }
 
-#define Q8_MM(NAME, T, NB, P)                                                                                  \
+#define Q8_MM(NAME, T, NB, P, R, SMEM)                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * MM_WARPS) q8_mm_##NAME##_##NB##_##P(                    \
         const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
-        q8_mm<T, NB, P>(W, row_bytes, xq, xd, y, n, m, k);                                                     \
+        q8_mm<T, NB, P, R, SMEM>(W, row_bytes, xq, xd, y, n, m, k);                                            \
     }
 
-#define Q8_KERNELS(NAME, T)                                                                                    \
-    Q8_MM(NAME, T, 1, 1)                                                                                       \
-    Q8_MM(NAME, T, 2, 1)                                                                                       \
-    Q8_MM(NAME, T, 4, 1)                                                                                       \
-    Q8_MM(NAME, T, 8, 1)                                                                                       \
-    Q8_MM(NAME, T, 1, 2)                                                                                       \
-    Q8_MM(NAME, T, 2, 2)                                                                                       \
-    Q8_MM(NAME, T, 4, 2)                                                                                       \
-    Q8_MM(NAME, T, 8, 2)
+#define Q8_KERNELS(NAME, T, R, SMEM)                                                                           \
+    Q8_MM(NAME, T, 1, 1, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 2, 1, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 4, 1, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 8, 1, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 1, 2, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 2, 2, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 4, 2, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 8, 2, R, SMEM)
 
-Q8_KERNELS(q8_0, T_Q8_0)
-Q8_KERNELS(q4_k, T_Q4_K)
-Q8_KERNELS(q5_k, T_Q5_K)
-Q8_KERNELS(q6_k, T_Q6_K)
+// Rows per warp and shared memory of a block, as gpu.py's Q8_MM_BLOCKS: R 4 with 54 KiB, four
+// blocks an SM (per type, so that a type's block shape can change alone).
+Q8_KERNELS(q8_0, T_Q8_0, 4, 55296)
+Q8_KERNELS(q4_k, T_Q4_K, 4, 55296)
+Q8_KERNELS(q5_k, T_Q5_K, 4, 55296)
+Q8_KERNELS(q6_k, T_Q6_K, 4, 55296)
