@@ -51,8 +51,10 @@ MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-st
 ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
 Q8_BLOCKS = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
 MMT_TOKENS, MMT_WARPS = 64, 8  # tokens a block of the q8_mmt kernels covers, and its warps (16 weight rows each) (matmul_q8_mma.cu)
-# Weight rows and dynamic shared memory (its warps' staged weights) of a q8_mm block, by weight type (matmul_q8.cu's Q8_KERNELS).
-Q8_MM_BLOCKS = {"q8_0": (16, 55296), "q4_k": (16, 55296), "q5_k": (16, 55296), "q6_k": (16, 55296)}
+# Weight rows and dynamic shared memory (its warps' staged weights) of a q8_mm block, by weight type:
+# (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
+Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
+                "q5_k": ((16, 55296), (16, 55296)), "q6_k": ((8, 27648), (16, 55296))}
 
 
 def _p(x: int) -> c_uint64:
@@ -374,7 +376,7 @@ class GpuBackend:
             if n > MM_BATCHES[-1] and getattr(self._dev, "int8_mma", False):  # a prompt pass: tensor cores
                 self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // MMT_TOKENS), -(-m // (16 * MMT_WARPS))), 32 * MMT_WARPS, args)
             else:
-                rows, shared = Q8_MM_BLOCKS[w.suffix]
+                rows, shared = Q8_MM_BLOCKS[w.suffix][nb > 1]
                 self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared)
             return
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])

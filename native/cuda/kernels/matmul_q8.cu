@@ -284,19 +284,22 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
         q8_mm<T, NB, P, R, SMEM>(W, row_bytes, xq, xd, y, n, m, k);                                            \
     }
 
-#define Q8_KERNELS(NAME, T, R, SMEM)                                                                           \
-    Q8_MM(NAME, T, 1, 1, R, SMEM)                                                                              \
+// A type's kernels: one token (decode) with R1 rows a warp and SMEM1 bytes, batches with R and SMEM.
+#define Q8_KERNELS(NAME, T, R1, SMEM1, R, SMEM)                                                              \
+    Q8_MM(NAME, T, 1, 1, R1, SMEM1)                                                                            \
     Q8_MM(NAME, T, 2, 1, R, SMEM)                                                                              \
     Q8_MM(NAME, T, 4, 1, R, SMEM)                                                                              \
     Q8_MM(NAME, T, 8, 1, R, SMEM)                                                                              \
-    Q8_MM(NAME, T, 1, 2, R, SMEM)                                                                              \
+    Q8_MM(NAME, T, 1, 2, R1, SMEM1)                                                                            \
     Q8_MM(NAME, T, 2, 2, R, SMEM)                                                                              \
     Q8_MM(NAME, T, 4, 2, R, SMEM)                                                                              \
     Q8_MM(NAME, T, 8, 2, R, SMEM)
 
-// Rows per warp and shared memory of a block, as gpu.py's Q8_MM_BLOCKS: R 4 with 54 KiB, four
-// blocks an SM (per type, so that a type's block shape can change alone).
-Q8_KERNELS(q8_0, T_Q8_0, 4, 55296)
-Q8_KERNELS(q4_k, T_Q4_K, 4, 55296)
-Q8_KERNELS(q5_k, T_Q5_K, 4, 55296)
-Q8_KERNELS(q6_k, T_Q6_K, 4, 55296)
+// Rows per warp and shared memory of a block, as gpu.py's Q8_MM_BLOCKS: R 4 with 54 KiB (four blocks
+// an SM) by default. One-token K-quant products take R 2 with 18 KiB (Q4_K) or 27 KiB (Q6_K): twice
+// the blocks, more warps an SM in flight. H100, 27B shapes, every one-token Q4_K product of a
+// pass 1.41 -> 1.29 ms, Q6_K 0.75 -> 0.73 ms; with 4 tokens those shapes were slower, so batches keep R 4.
+Q8_KERNELS(q8_0, T_Q8_0, 4, 55296, 4, 55296)
+Q8_KERNELS(q4_k, T_Q4_K, 2, 18432, 4, 55296)
+Q8_KERNELS(q5_k, T_Q5_K, 4, 55296, 4, 55296)
+Q8_KERNELS(q6_k, T_Q6_K, 2, 27648, 4, 55296)
