@@ -29,6 +29,7 @@ _DECODED = re.compile(r"\bdecoded\s+(\d+) tokens in\s+([0-9.]+) seconds")
 _COUNTER = re.compile(r"\bn_(drafted|accept)\s*=\s*(\d+)")
 MTP_RUN_TIMEOUT_S = 600
 MTP_RUN_ATTEMPTS = 3
+COST_RUNS_IN_A_ROW = 5
 # The child imports llama_cpp (loading llama.cpp's libraries) before anything imports NumPy: with
 # llama.cpp's CUDA build on an H100, a process that had imported NumPy first crashed inside
 # llama_model_load_from_file (tokenizer set-up), and one that loaded llama.cpp first ran cleanly.
@@ -92,6 +93,8 @@ def _measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prom
             times.append(timed(llm.eval, prefill_ids))
         prefill_s = best_after_warm_up(times)
 
+        trunk_s = _forward_costs(llama_cpp, llm, prompt_ids[0], max(config.depths) + 1, config.repetitions, progress)
+
         generated, decode_s = 0, 0.0
         for i, ids in enumerate(prompt_ids):
             runs = []  # (seconds, tokens): the fastest of the repetitions is kept, as for ours
@@ -124,8 +127,39 @@ def _measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prom
         "decode_tokens_per_s": generated / decode_s,
         "tokens": generated,
         "peak_rss_mib": peak_rss_mib(),  # of llama.cpp's own process
+        "trunk_seconds": trunk_s,
         "mtp": None,
     }
+
+
+def _forward_costs(llama_cpp, llm, ids: list[int], max_k: int, reps: int, progress: Progress) -> list[float]:
+    """llama_decode of k = 1..max_k tokens (every row's logits, as a verify needs) after the first prompt,
+    the best of its runs: what bench's `costs` measure of ours. Each size runs a few times in a row
+    (the first after another size pays for the switch); the prompt is evaluated again before each
+    round, as its recurrent state cannot be trimmed back to it."""
+    past, last = (ids[:-1] or ids), ids[-1]
+    batch = llama_cpp.llama_batch_init(max_k, 0, 1)
+    best = [float("inf")] * max_k
+    try:
+        for r in range(max(reps, 1) * 3):
+            progress.update(f"llama.cpp costs: forwards of 1..{max_k} tokens, round {r + 1}/{max(reps, 1) * 3}", force=True)
+            llm.reset()
+            llm.eval(past)
+            pos = len(past)
+            for k in range(1, max_k + 1):
+                for _ in range(COST_RUNS_IN_A_ROW):
+                    batch.n_tokens = k
+                    for i in range(k):
+                        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = last, pos + i, 1, 1
+                        batch.seq_id[i][0] = 0
+                    t0 = time.perf_counter()
+                    if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+                        raise MtprunError(f"llama.cpp could not decode a batch of {k} tokens while measuring its costs.")
+                    best[k - 1] = min(best[k - 1], time.perf_counter() - t0)
+                    pos += k
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return best
 
 
 def measure_llama_mtp(config: BenchConfig, program: str, n_ctx: int, gpu: bool, progress: Progress) -> list[dict]:
@@ -190,8 +224,11 @@ def add_ratios(ours: dict, llama: dict) -> None:
         "mtp_on": pre["mtp_on_tokens_per_s"] / llama["prefill_tokens_per_s"] if pre["mtp_on_tokens_per_s"] else None,
     }
     mtp = {row["depth"]: row for row in llama["mtp"] or []}
+    t = llama["trunk_seconds"]
     for row in ours["depths"]:
         row["vs_llama_cpp"] = row["decode_tokens_per_s"] / llama["decode_tokens_per_s"]
+        if row["depth"] != "auto" and row["depth"] < len(t):
+            row["llama_cpp_verify_decode_ratio"] = t[row["depth"]] / t[0]
         if row["depth"] in mtp:
             row["vs_llama_cpp_mtp"] = row["decode_tokens_per_s"] / mtp[row["depth"]]["decode_tokens_per_s"]
     for row in mtp.values():

@@ -73,7 +73,8 @@ def format_report(r: dict) -> str:
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
         rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"
-    out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3).",
+    out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3)"
+            + ("; its verify/decode: llama.cpp's llama_decode of n+1 tokens (every row's logits) over 1." if llama else "."),
             *textwrap.wrap(r["ideal_formula"] + ".", 100)]
     if llama:
         where = "every layer on the GPU" if llama["gpu_offload"] else "on the CPU"
@@ -108,7 +109,7 @@ def _prefill_table(p: dict, llama: dict | None) -> str:
 
 def _depth_table(depths: list[dict], with_llama: bool) -> str:
     header = ["depth", "decode tok/s", "speedup", "ideal", "accept", "mean len", "per position",
-              "verify/decode", "prefill%", "draft%", "verify%", "rollback%"] + (["vs llama.cpp"] if with_llama else [])
+              "verify/decode", "prefill%", "draft%", "verify%", "rollback%"] + (["vs llama.cpp", "its verify/decode"] if with_llama else [])
     rows = []
     for d in depths:
         secs = d["seconds"]
@@ -118,7 +119,7 @@ def _depth_table(depths: list[dict], with_llama: bool) -> str:
             _times(d["ideal_speedup"] if d["depth"] != "auto" else d["predicted_speedup"]), _pct(d["acceptance_rate"]), _num(d["mean_accepted_length"], ".2f"),
             " ".join(_pct(a) for a in d["accepted_per_position"]) or "-", _num(d["verify_decode_ratio"], ".2f"),
             *(_pct(secs[k] / total) for k in ("prefill", "draft", "verify", "rollback")),
-        ] + ([_num(d.get("vs_llama_cpp"), ".2f")] if with_llama else []))
+        ] + ([_num(d.get("vs_llama_cpp"), ".2f"), _num(d.get("llama_cpp_verify_decode_ratio"), ".2f")] if with_llama else []))
     return table(header, rows)
 
 

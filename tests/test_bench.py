@@ -140,6 +140,11 @@ def test_compare_llama(capsys, tmp_path):
     assert r["prefill"]["vs_llama_cpp"]["mtp_off"] > 0 and r["prefill"]["vs_llama_cpp"]["mtp_on"] > 0
     assert all(d["vs_llama_cpp"] > 0 for d in r["depths"])
     assert llama["peak_rss_mib"] > 0 and r["peak_rss_mib"] > 0
+    # its forwards of 1 and 2 tokens (depth 1's verify), beside ours
+    assert len(llama["trunk_seconds"]) == 2 and all(t > 0 for t in llama["trunk_seconds"])
+    d0, d1 = r["depths"]
+    assert d0["llama_cpp_verify_decode_ratio"] == 1.0
+    assert d1["llama_cpp_verify_decode_ratio"] == pytest.approx(llama["trunk_seconds"][1] / llama["trunk_seconds"][0])
 
 
 FAKE_SPECULATIVE_SIMPLE = """#!/bin/sh
