@@ -25,6 +25,11 @@ from typing import Protocol
 from mtprun.runner.stats import StepRecord
 
 DEFAULT_AUTO_MAX = 4
+# Probes one depth deeper than the choice keep the base pace while that depth is rated this close to
+# it: there a probe costs little and the estimates are least sure of the order. Backing off there kept
+# plain decoding through 100 steps of H100 prose-story (tinycoder q4_k_m) where depth 1 was 1.12x
+# plain: a_1, dragged to 0.34 by four misses in a row, met a probe every 64 steps, too few to recover.
+NEAR_TIE = 0.9
 _INF = float("inf")
 
 
@@ -160,6 +165,7 @@ class AdaptiveDepth:
         self.reevaluate_every = 32
         self._limit = -1  # the limit the choice was derived under (-1: none, re-derive)
         self._best = 0  # the choice
+        self._near = False  # the next depth rates within NEAR_TIE of the choice: probe it at the base pace
         self._age = 0  # steps since it was derived
         self._costs: list[float] | None = None  # None: rebuild
         self._samples_since_costs = 0
@@ -268,7 +274,8 @@ class AdaptiveDepth:
             self._derive(limit)
         best = self._best
         self.steps_since_probe += 1
-        if self.steps_since_probe >= self.probe_intervals[best] and best < self.n_max and best < limit:
+        interval = self.base_probe_interval if self._near else self.probe_intervals[best]
+        if self.steps_since_probe >= interval and best < self.n_max and best < limit:
             self._probing, self.steps_since_probe = (limit, best), 0
             return best + 1
         return best
@@ -276,7 +283,17 @@ class AdaptiveDepth:
     def _derive(self, limit: int) -> None:
         if self._age > self.reevaluate_every:  # costs may have drifted since the table was built
             self._costs = None
-        self._limit, self._best, self._age = limit, self.best_depth(limit, cached=True), 1
+        self._limit, self._age = limit, 1
+        self._best, self._near = self._choice(limit)
+
+    def _choice(self, limit: int) -> tuple[int, bool]:
+        """best_depth (with the cost table), and whether the next depth rates within NEAR_TIE of it."""
+        best = self.best_depth(limit, cached=True)
+        top = min(self.n_max, limit)
+        if best >= top or not self._verify_estimates:
+            return best, False
+        rates = self.rates(best + 1, costs=self._step_costs())
+        return best, rates[best + 1] >= NEAR_TIE * rates[best]
 
     @property
     def verify_cost(self) -> dict[int, float]:
@@ -353,7 +370,7 @@ class AdaptiveDepth:
         cost sample) is followed by another soon, which measures it."""
         limit, was = self._probing
         self._probing = None
-        best = self.best_depth(limit, cached=True)
+        best, self._near = self._choice(limit)
         self._limit, self._best, self._age = limit, best, 0
         if step.accepted < was:
             return
