@@ -8,8 +8,8 @@ on this backend: one MTP draft call, and a trunk verify of each batch size. It p
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
 and now and then probes one position deeper than its choice so that estimates do not freeze at 0
-(backing off geometrically while probes from that choice keep failing, following up soon on one
-that succeeds: each chosen depth keeps its own pace, so that failed probes deeper than a good depth
+(backing off geometrically while probes from that choice keep failing, unless the deeper depth rates
+within NEAR_TIE of it, following up soon on one that succeeds: each chosen depth keeps its own pace, so that failed probes deeper than a good depth
 do not slow the probes out of plain decoding). A plain step (n = 0) also costs the MTP head's cache row it leaves to write: the
 drafting step after a plain stretch writes them all (the catch-up), and that time is the plain
 steps', per row, not the draft's. The depth never changes the output: the target's tokens are the
