@@ -163,10 +163,14 @@ class CpuBackend:
         if pool and _LIB is not None:
             _LIB.mtp_free(pool)
 
-    def memory_bandwidth(self) -> tuple[float, str]:
+    def memory_bandwidth(self) -> tuple[float, str] | None:
         """Bytes a second that this backend's threads read from main memory: the best of a few passes
-        over a buffer far larger than any cache: what a bandwidth-bound decode step can reach."""
-        words = np.arange(BANDWIDTH_TEST_BYTES // 8, dtype=np.uint64)  # written: real pages, not the zero page
+        over a buffer far larger than any cache: what a bandwidth-bound decode step can reach. None
+        where the buffer does not fit beside the model."""
+        try:
+            words = np.arange(BANDWIDTH_TEST_BYTES // 8, dtype=np.uint64)  # written: real pages, not the zero page
+        except MemoryError:
+            return None
         expected = int(words.sum(dtype=np.uint64))
         seconds = []
         for _ in range(5):

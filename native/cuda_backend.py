@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 from mtprun.native import BANDWIDTH_TEST_BYTES, check_activations
-from mtprun.native.cuda.driver import Buffer, CudaGraph, Driver, HostBuffer, kernel_args
+from mtprun.native.cuda.driver import Buffer, CudaError, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.gpu import Compiled, GpuBackend
 
@@ -101,11 +101,20 @@ class CudaBackend(GpuBackend):
         """The matrix products' activations: "f32", "q8" or "q8x2"."""
         return self._dev.activations
 
-    def memory_bandwidth(self) -> tuple[float, str]:
+    def memory_bandwidth(self) -> tuple[float, str] | None:
         """Bytes a second read plus written by device-to-device copies (best of a few timings of 20
-        copies of 1 GiB): the ceiling a bandwidth-bound decode step is measured against."""
+        copies of 1 GiB): the ceiling a bandwidth-bound decode step is measured against. None where
+        the two buffers do not fit beside the model in VRAM."""
         drv, n, copies = self._dev._drv, BANDWIDTH_TEST_BYTES, 20
-        src, dst = drv.alloc(n), drv.alloc(n)
+        try:
+            src = drv.alloc(n)
+        except CudaError:
+            return None
+        try:
+            dst = drv.alloc(n)
+        except CudaError:
+            drv.free(src)
+            return None
         try:
             drv.copy(dst, src, n)
             drv.synchronize()

@@ -241,15 +241,19 @@ class AdaptiveDepth:
     def best_depth(self, limit: int, cached: bool = False) -> int:
         """The depth of the highest expected tokens/s, at most `limit`; `cached`: with the costs as
         last rebuilt (the policy's own choices), not fresh ones."""
+        return self._rated(limit, cached)[0]
+
+    def _rated(self, limit: int, cached: bool) -> tuple[int, list[float] | None]:
+        """best_depth and the rates it chose from (None before any cost was measured)."""
         top = min(self.n_max, limit)
         if not self._verify_estimates:
             # nothing measured yet: one draft, whose cost and acceptance are then measured; deeper
             # depths are predicted from there (untested positions keep the prior), so good drafts
             # go deep on the next step, while a model whose drafts fail has paid for one, not n_max
             # (on a 4B-shape model a draft call costs ~1/4 of a verify: starting at 4 cost ~2x)
-            return min(top, 1)
+            return min(top, 1), None
         rates = self.rates(top, costs=self._step_costs() if cached else None)
-        return rates.index(max(rates))  # the shallowest of equals
+        return rates.index(max(rates)), rates  # the shallowest of equals
 
     def predicted_speedup(self) -> float:
         """Expected tokens/s at the current choice over plain decoding (needs verify(1) measured)."""
@@ -288,12 +292,8 @@ class AdaptiveDepth:
 
     def _choice(self, limit: int) -> tuple[int, bool]:
         """best_depth (with the cost table), and whether the next depth rates within NEAR_TIE of it."""
-        best = self.best_depth(limit, cached=True)
-        top = min(self.n_max, limit)
-        if best >= top or not self._verify_estimates:
-            return best, False
-        rates = self.rates(best + 1, costs=self._step_costs())
-        return best, rates[best + 1] >= NEAR_TIE * rates[best]
+        best, rates = self._rated(limit, cached=True)
+        return best, rates is not None and best + 1 < len(rates) and rates[best + 1] >= NEAR_TIE * rates[best]
 
     @property
     def verify_cost(self) -> dict[int, float]:

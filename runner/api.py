@@ -73,8 +73,8 @@ class Model:
         return self.tokenizer.detokenize(list(ids))
 
     def memory_bandwidth(self) -> tuple[float, str] | None:
-        """The backend's memory bandwidth test, where it has one: (bytes a second, what was measured).
-        Takes a second or so and a large buffer."""
+        """The backend's memory bandwidth test, where it has one and its buffer fits: (bytes a second,
+        what was measured), else None. Takes a second or so and a 1 GiB buffer."""
         measure = getattr(self._ctx.backend, "memory_bandwidth", None)
         return measure() if measure is not None else None
 

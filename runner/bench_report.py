@@ -89,7 +89,7 @@ def _bandwidth_line(b: dict) -> str:
     line = (f"plain decode reads {b['weight_bytes_per_token'] / 1e6:.1f} MB of weights a token: "
             f"{b['decode_bytes_per_s'] / 1e9:.1f} GB/s")
     if b["share"] is None:
-        return line + " (this backend has no bandwidth test)."
+        return line + " (no bandwidth test: this backend has none, or its buffer did not fit)."
     line += (f", {_pct(b['share'])} of the {b['ceiling_bytes_per_s'] / 1e9:.1f} GB/s measured here "
              f"({b['ceiling_measured']})")
     return line + ("; above 100%: the weights fit in the caches." if b["share"] > 1 else ".")

@@ -196,8 +196,9 @@ class WeightTensor:
 class Backend(Protocol):
     """What every backend implements (NumPy reference, C for CPU, CUDA, Vulkan, Metal).
 
-    Optional: `memory_bandwidth() -> (bytes per second, what was measured)`, the ceiling that
-    `mtprun bench` sets a bandwidth-bound decode against (CPU: threads reading; CUDA: copies)."""
+    Optional: `memory_bandwidth() -> (bytes per second, what was measured) | None` (None: the test's
+    buffer did not fit), the ceiling that `mtprun bench` sets a bandwidth-bound decode against (CPU:
+    threads reading; CUDA: copies)."""
 
     name: str
 

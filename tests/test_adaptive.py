@@ -208,6 +208,31 @@ def test_probes_that_fail_before_their_new_position_do_not_back_off():
     assert probes >= 200 // pace - 1 and policy.probe_intervals[1] == pace
 
 
+def test_a_near_tie_keeps_probing_at_the_base_pace():
+    """Depth 1 at half its drafts accepted rates ~0.97x plain decoding (a draft call costs half a
+    verify): plain is chosen, but probes out of it keep the base pace however far an earlier
+    stretch backed them off, so that acceptance drifting up is seen within tens of steps (H100
+    prose-story: a probe every 64 steps kept plain for 100 steps where depth 1 was 1.12x plain)."""
+    policy, outcome = AdaptiveDepth(n_max=1), [0]
+
+    def step() -> int:
+        depth = policy.choose(8)
+        accepted = 0
+        if depth:
+            outcome[0] ^= 1  # drafts held every other time: a_1 = 0.5
+            accepted = outcome[0]
+        policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1),
+                                  draft_seconds=0.5 * depth, verify_seconds=1.0 + 0.05 * depth))
+        return depth
+
+    for _ in range(200):
+        step()
+    policy.probe_intervals[0] = policy.max_probe_interval  # as after a stretch of failed probes
+    chosen = [step() for _ in range(100)]
+    assert chosen.count(0) >= 80  # plain is the choice
+    assert chosen.count(1) >= 100 // policy.base_probe_interval - 1
+
+
 # ---- replaying real drafts: tinycoder's acceptance on the bench prompts under a measured cost shape
 
 # An H100 running tinycoder (bench, 2026-12-06), in decode steps: verify of 1..5 tokens, one MTP

@@ -154,6 +154,15 @@ typedef struct {
     mtp_qdot_fn qdot[T_COUNT];        /* int8-activation products; NULL: f32 activations */
 } mtp_kernels;
 extern mtp_kernels mtp_k;
+/* A SIMD level's table entries for its decoders, each file's own static deq_<type> functions */
+#define MTP_SET_DEQUANT(kt)                                                                           \
+    do {                                                                                              \
+        (kt)->dequant[T_F16] = deq_f16, (kt)->dequant[T_BF16] = deq_bf16;                             \
+        (kt)->dequant[T_Q4_0] = deq_q4_0, (kt)->dequant[T_Q4_1] = deq_q4_1;                           \
+        (kt)->dequant[T_Q5_0] = deq_q5_0, (kt)->dequant[T_Q5_1] = deq_q5_1;                           \
+        (kt)->dequant[T_Q8_0] = deq_q8_0, (kt)->dequant[T_Q4_K] = deq_q4_k;                           \
+        (kt)->dequant[T_Q5_K] = deq_q5_k, (kt)->dequant[T_Q6_K] = deq_q6_k;                           \
+    } while (0)
 /* A Q4_K / Q5_K row as unscaled values q[k] (exact small integers) and, per super-block i,
  * sm[16i + j] = d * sc_j, sm[16i + 8 + j] = dmin * mn_j: the same floats on every SIMD level. */
 void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k);

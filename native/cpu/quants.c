@@ -242,16 +242,7 @@ static void kdot_scalar(const float *q, const float *sm, const float *x, int64_t
 void mtp_kernels_scalar(mtp_kernels *kt) {
     memset(kt, 0, sizeof *kt);
     kt->dequant[T_F32] = deq_f32;
-    kt->dequant[T_F16] = deq_f16;
-    kt->dequant[T_BF16] = deq_bf16;
-    kt->dequant[T_Q4_0] = deq_q4_0;
-    kt->dequant[T_Q4_1] = deq_q4_1;
-    kt->dequant[T_Q5_0] = deq_q5_0;
-    kt->dequant[T_Q5_1] = deq_q5_1;
-    kt->dequant[T_Q8_0] = deq_q8_0;
-    kt->dequant[T_Q4_K] = deq_q4_k;
-    kt->dequant[T_Q5_K] = deq_q5_k;
-    kt->dequant[T_Q6_K] = deq_q6_k;
+    MTP_SET_DEQUANT(kt);
     kt->dot = dot_scalar;
     kt->dotn = dotn_scalar;
     kt->sums = sums_scalar;

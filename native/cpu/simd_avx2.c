@@ -240,16 +240,7 @@ int mtp_kernels_avx2(mtp_kernels *kt) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
         return 0;
-    kt->dequant[T_F16] = deq_f16;
-    kt->dequant[T_BF16] = deq_bf16;
-    kt->dequant[T_Q4_0] = deq_q4_0;
-    kt->dequant[T_Q4_1] = deq_q4_1;
-    kt->dequant[T_Q5_0] = deq_q5_0;
-    kt->dequant[T_Q5_1] = deq_q5_1;
-    kt->dequant[T_Q8_0] = deq_q8_0;
-    kt->dequant[T_Q4_K] = deq_q4_k;
-    kt->dequant[T_Q5_K] = deq_q5_k;
-    kt->dequant[T_Q6_K] = deq_q6_k;
+    MTP_SET_DEQUANT(kt);
     kt->dot = dot_avx2;
     kt->dotn = dotn_avx2;
     kt->sums = sums_avx2;

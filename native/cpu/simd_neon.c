@@ -338,13 +338,30 @@ NEON_INLINE void q5_k_rows(const uint8_t *b, int64_t rb, int R, const float *x, 
 }
 
 /* The decode-then-dot rows: one float32x4 chain per (row, token), dot_rows' order on the decoded row */
+NEON_INLINE void chains_zero(float32x4_t s[4][4], int R, int nt) {
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nt; t++)
+            s[r][t] = vdupq_n_f32(0.0f);
+}
+
+/* 16 decoded weights w of one row against the tokens' x at xe (token t at xe + t * ldx) */
+NEON_INLINE void chains_add16(float32x4_t s[4], const float32x4_t w[4], const float *xe, int64_t ldx, int nt) {
+    for (int u = 0; u < 4; u++)
+        for (int t = 0; t < nt; t++)
+            s[t] = madd(s[t], w[u], vld1q_f32(xe + t * ldx + 4 * u));
+}
+
+NEON_INLINE void chains_store(float32x4_t s[4][4], int R, int nt, float *out, int64_t ldo) {
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nt; t++)
+            out[t * ldo + r] = hsum4(s[r][t]);
+}
+
 NEON_INLINE void q6_k_rows(const uint8_t *b, int64_t rb, int R, const float *x, int64_t ldx, const float *X, int64_t ldX,
                            int nt, int64_t k, float *out, int64_t ldo) {
     (void)X, (void)ldX;
     float32x4_t s[4][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < nt; t++)
-            s[r][t] = vdupq_n_f32(0.0f);
+    chains_zero(s, R, nt);
     for (int64_t i = 0; i < k / 256; i++)
         for (int r = 0; r < R; r++) {
             const uint8_t *br = b + r * rb + 210 * i;
@@ -357,25 +374,18 @@ NEON_INLINE void q6_k_rows(const uint8_t *b, int64_t rb, int R, const float *x, 
                     for (int c = 0; c < 2; c++) {
                         float32x4_t w[4];
                         q6_k_weights(v, ds, h, g, c, w);
-                        const float *xe = x + 256 * i + 128 * h + 32 * g + 16 * c;
-                        for (int u = 0; u < 4; u++)
-                            for (int t = 0; t < nt; t++)
-                                s[r][t] = madd(s[r][t], w[u], vld1q_f32(xe + t * ldx + 4 * u));
+                        chains_add16(s[r], w, x + 256 * i + 128 * h + 32 * g + 16 * c, ldx, nt);
                     }
                 }
         }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < nt; t++)
-            out[t * ldo + r] = hsum4(s[r][t]);
+    chains_store(s, R, nt, out, ldo);
 }
 
 NEON_INLINE void q8_0_rows(const uint8_t *b, int64_t rb, int R, const float *x, int64_t ldx, const float *X, int64_t ldX,
                            int nt, int64_t k, float *out, int64_t ldo) {
     (void)X, (void)ldX;
     float32x4_t s[4][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < nt; t++)
-            s[r][t] = vdupq_n_f32(0.0f);
+    chains_zero(s, R, nt);
     for (int64_t i = 0; i < k / 32; i++)
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = b + r * rb + 34 * i;
@@ -383,16 +393,12 @@ NEON_INLINE void q8_0_rows(const uint8_t *b, int64_t rb, int R, const float *x, 
             for (int c = 0; c < 2; c++) {
                 float32x4_t w[4];
                 s8_f32(vld1q_s8((const int8_t *)(blk + 2 + 16 * c)), w);
-                for (int u = 0; u < 4; u++) {
+                for (int u = 0; u < 4; u++)
                     w[u] = vmulq_f32(d, w[u]);
-                    for (int t = 0; t < nt; t++)
-                        s[r][t] = madd(s[r][t], w[u], vld1q_f32(x + t * ldx + 32 * i + 16 * c + 4 * u));
-                }
+                chains_add16(s[r], w, x + 32 * i + 16 * c, ldx, nt);
             }
         }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < nt; t++)
-            out[t * ldo + r] = hsum4(s[r][t]);
+    chains_store(s, R, nt, out, ldo);
 }
 
 /* R rows a pass (the last few one at a time), constant nt and R so the chains stay in registers */
@@ -423,16 +429,7 @@ VDOT(vdot_q6_k, q6_k_rows)
 VDOT(vdot_q8_0, q8_0_rows)
 
 int mtp_kernels_neon(mtp_kernels *kt) {
-    kt->dequant[T_F16] = deq_f16;
-    kt->dequant[T_BF16] = deq_bf16;
-    kt->dequant[T_Q4_0] = deq_q4_0;
-    kt->dequant[T_Q4_1] = deq_q4_1;
-    kt->dequant[T_Q5_0] = deq_q5_0;
-    kt->dequant[T_Q5_1] = deq_q5_1;
-    kt->dequant[T_Q8_0] = deq_q8_0;
-    kt->dequant[T_Q4_K] = deq_q4_k;
-    kt->dequant[T_Q5_K] = deq_q5_k;
-    kt->dequant[T_Q6_K] = deq_q6_k;
+    MTP_SET_DEQUANT(kt);
     kt->dot = dot_neon;
     kt->dotn = dotn_neon;
     kt->split = split_neon;
