@@ -38,6 +38,7 @@ class CudaDevice:
         self.name = self._drv.name
         self.int8_mma = self._drv.compute_capability >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores
         self.graphs = os.environ.get("MTPRUN_CUDA_GRAPHS", "1") != "0" if graphs is None else graphs
+        self.early_launches = self._drv.early_launches  # graphs start early launches as the kernel before drains
         self._stream = self._drv.create_stream()
 
     def alloc(self, nbytes: int) -> Buffer:
@@ -66,6 +67,11 @@ class CudaDevice:
         if not self.graphs:
             return launches, None
         self._drv.synchronize()  # the index and table uploads of compilation are done
+        if self.early_launches:
+            try:
+                return launches, CudaGraph(self._drv, self._stream, launches, [l.early for l in c.launches])
+            except CudaError:  # a driver that cannot capture them: plain launches from now on
+                self.early_launches = False
         return launches, CudaGraph(self._drv, self._stream, launches)
 
     def execute(self, c: Compiled) -> None:

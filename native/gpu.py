@@ -50,7 +50,19 @@ MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-st
 # weight types whose products take them, with their activation block (native/cpu/mtp.h's rule).
 ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
 Q8_BLOCKS = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
-MMT_TOKENS, MMT_WARPS = 64, 8  # tokens a block of the q8_mmt kernels covers, and its warps (16 weight rows each) (matmul_q8_mma.cu)
+# The q8_mmt kernels (matmul_q8_mma.cu): tokens a block covers with one x plane (half with two), its
+# weight rows and warps, the bytes a staged x row takes, and per type the bytes a staged weight row
+# of one 256-value chunk takes (Mma<T>::SLOT).
+MMT_TOKENS, MMT_ROWS, MMT_WARPS, MMT_STRIDE, MMT_SHARED_MAX = 64, 64, 8, 288, 110 * 1024
+MMT_SLOTS = {"q8_0": 288, "q4_k": 160, "q5_k": 224, "q6_k": 240}
+
+
+def mmt_shared(suffix: str, planes: int) -> int:
+    """Dynamic shared memory of a q8_mmt block: its stages of weight rows, x rows and x scales, three
+    where they fit in MMT_SHARED_MAX bytes, else two (MmtStage)."""
+    tokens = MMT_TOKENS // planes
+    stage = MMT_ROWS * MMT_SLOTS[suffix] + planes * tokens * MMT_STRIDE + 4 * planes * (256 // Q8_BLOCKS[suffix]) * tokens
+    return (3 if 3 * stage <= MMT_SHARED_MAX else 2) * stage
 # Weight rows and dynamic shared memory (its warps' staged weights) of a q8_mm block, by weight type:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
@@ -107,6 +119,7 @@ class Launch(NamedTuple):
     block: int  # threads per workgroup
     shared: int  # bytes of dynamic shared memory
     values: list  # the arguments as ctypes values, in the kernel's parameter order
+    early: bool = False  # the kernel calls wait_previous() (kernels/common.cuh): it may start as the one before drains
 
 
 class DeviceBuffer(Protocol):
@@ -341,8 +354,9 @@ class GpuBackend:
             self._dev.upload(buf.ptr, data)
         return buf.ptr
 
-    def _launch(self, c: Compiled, kernel: str, grid: tuple[int, int], block: int, values: list, shared: int = 0) -> None:
-        c.launches.append(Launch(kernel, grid, block, shared, values))
+    def _launch(self, c: Compiled, kernel: str, grid: tuple[int, int], block: int, values: list, shared: int = 0,
+                early: bool = False) -> None:
+        c.launches.append(Launch(kernel, grid, block, shared, values, early))
 
     def _state(self, graph: Graph, table: dict, name: str, shape: tuple[int, ...]):
         st = table.get(name)
@@ -374,12 +388,14 @@ class GpuBackend:
             xq, xd = self._q8_rows(c, x, x_node, n, k, Q8_BLOCKS[w.suffix], planes)
             args = [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)]
             if n > MM_BATCHES[-1] and getattr(self._dev, "int8_mma", False):  # a prompt pass: tensor cores
-                self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // MMT_TOKENS), -(-m // (16 * MMT_WARPS))), 32 * MMT_WARPS, args)
+                self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // (MMT_TOKENS // planes)), -(-m // MMT_ROWS)),
+                             32 * MMT_WARPS, args, mmt_shared(w.suffix, planes))
             else:
                 rows, shared = Q8_MM_BLOCKS[w.suffix][nb > 1]
-                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared)
+                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared, early=True)
             return
-        self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
+        self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)],
+                     early=True)
 
     def _q8_rows(self, c: Compiled, x: int, x_node: int, n: int, k: int, block: int, planes: int) -> tuple[int, int]:
         """x's int8 rows for the products that follow: quantized into one scratch area per graph,

@@ -69,12 +69,14 @@ def test_graph_replay_equals_direct_launches_across_commits():
 
 @needs_cuda
 @needs_fixtures
-def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch):
+@pytest.mark.parametrize("mode", ["f32", "q8"])
+def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch, mode):
     """tinycoder with MTP (verify batches, rollbacks) through CUDA graphs and through one launch per
-    kernel: the same tokens and the same logits, bit for bit."""
-    m = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024)
+    kernel: the same tokens and the same logits, bit for bit. On sm_90 the graphs start the matrix
+    products early (programmatic dependent launch), the direct launches never."""
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024, activations=mode)
     monkeypatch.setenv("MTPRUN_CUDA_GRAPHS", "0")
-    direct = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024)
+    direct = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024, activations=mode)
     assert direct._ctx.backend.graphs is False and m._ctx.backend.graphs is True
     for ids in list(prompts("tinycoder").values())[:2]:
         for depth in (0, 3):
@@ -82,6 +84,9 @@ def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch):
             b = direct.generate(ids, n_predict=32, spec_draft_n_max=depth)
             assert a.tokens == b.tokens, depth
         assert np.array_equal(m.logits(ids), direct.logits(ids))
+    dev = m._ctx.backend._dev
+    assert dev.early_launches == (dev._drv.compute_capability >= (9, 0) and dev._drv.version >= 12030)
+    assert any(launch.early for c in m._ctx.backend._compiled.values() for launch in c.launches)
 
 
 @needs_cuda

@@ -1,13 +1,15 @@
 """The CUDA driver API (libcuda.so.1) through ctypes: one device, its primary context, memory,
 modules, kernel launches, and CUDA graphs: a launch list captured once on a stream
 (cuStreamBeginCapture / cuStreamEndCapture), instantiated, then replayed with one cuGraphLaunch.
+Launches marked early are captured with programmatic stream serialization (sm_90 and later), so
+that the graph lets each start while the kernel before it drains.
 Work runs on one blocking stream, so the synchronous copies and memsets of the legacy default
 stream (weight uploads, state resets and reads) stay ordered with it."""
 
 from __future__ import annotations
 
 import ctypes
-from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_uint64, c_void_p
+from ctypes import POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_uint, c_uint64, c_void_p
 from typing import Sequence
 
 import numpy as np
@@ -54,6 +56,17 @@ _SIGNATURES: dict[str, list] = {
 }
 _STREAM_DEFAULT = 0  # a blocking stream: ordered with the legacy default stream
 _CAPTURE_RELAXED = 2
+_ATTR_PROGRAMMATIC_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+_PDL_DRIVER = 12030  # captured programmatic launches need driver 12.3
+
+
+class _LaunchAttribute(Structure):  # CUlaunchAttribute: an id, then a 64-byte value union
+    _fields_ = [("id", c_int), ("pad", c_int), ("value", c_int * 16)]
+
+
+class _LaunchConfig(Structure):  # CUlaunchConfig
+    _fields_ = [("grid", c_uint * 3), ("block", c_uint * 3), ("shared", c_uint), ("stream", c_void_p),
+                ("attrs", POINTER(_LaunchAttribute)), ("num_attrs", c_uint)]
 
 
 class CudaError(MtprunError):
@@ -71,6 +84,9 @@ class Driver:
         for name, args in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, c_int
+        if hasattr(lib, "cuLaunchKernelEx"):  # CUDA 12 drivers
+            lib.cuLaunchKernelEx.argtypes = [POINTER(_LaunchConfig), c_void_p, c_void_p, c_void_p]
+            lib.cuLaunchKernelEx.restype = c_int
         self._lib = lib
         rc = lib.cuInit(0)
         if rc != 0:
@@ -159,15 +175,29 @@ class Driver:
     def destroy_stream(self, stream: c_void_p) -> None:
         self.check(self._lib.cuStreamDestroy_v2(stream), "cuStreamDestroy")
 
-    def capture(self, stream: c_void_p, launches: Sequence) -> tuple[c_void_p, c_void_p]:
-        """Capture (fn, (gx, gy), block, shared, params, ...) launches on `stream` into a graph;
-        returns (graph, instantiated graph)."""
+    @property
+    def early_launches(self) -> bool:
+        """Whether captured launches may overlap the kernel before them (programmatic dependent launch)."""
+        return self.compute_capability >= (9, 0) and self.version >= _PDL_DRIVER and hasattr(self._lib, "cuLaunchKernelEx")
+
+    def _launch_early(self, fn: c_void_p, gx: int, gy: int, block: int, shared: int, stream: c_void_p, params) -> int:
+        attr = _LaunchAttribute(_ATTR_PROGRAMMATIC_SERIALIZATION)
+        attr.value[0] = 1
+        config = _LaunchConfig((gx, gy, 1), (block, 1, 1), shared, stream, ctypes.pointer(attr), 1)
+        return self._lib.cuLaunchKernelEx(byref(config), fn, params, None)
+
+    def capture(self, stream: c_void_p, launches: Sequence, early: Sequence[bool] = ()) -> tuple[c_void_p, c_void_p]:
+        """Capture (fn, (gx, gy), block, shared, params, ...) launches on `stream` into a graph, those
+        whose `early` flag is set as programmatic dependents; returns (graph, instantiated graph)."""
         lib = self._lib
         self.check(lib.cuStreamBeginCapture_v2(stream, _CAPTURE_RELAXED), "cuStreamBeginCapture")
         rc = 0
         try:
-            for fn, (gx, gy), block, shared, params, *_ in launches:
-                rc = lib.cuLaunchKernel(fn, gx, gy, 1, block, 1, 1, shared, stream, params, None)
+            for i, (fn, (gx, gy), block, shared, params, *_) in enumerate(launches):
+                if i < len(early) and early[i]:
+                    rc = self._launch_early(fn, gx, gy, block, shared, stream, params)
+                else:
+                    rc = lib.cuLaunchKernel(fn, gx, gy, 1, block, 1, 1, shared, stream, params, None)
                 if rc:
                     break
         finally:
@@ -241,9 +271,9 @@ class HostBuffer:
 class CudaGraph:
     """An instantiated CUDA graph of a launch list, replayed with `launch`; destroyed with it."""
 
-    def __init__(self, driver: Driver, stream: c_void_p, launches: Sequence) -> None:
+    def __init__(self, driver: Driver, stream: c_void_p, launches: Sequence, early: Sequence[bool] = ()) -> None:
         self.driver = driver
-        self.graph, self.exe = driver.capture(stream, launches)
+        self.graph, self.exe = driver.capture(stream, launches, early)
 
     def __del__(self) -> None:
         exe, self.exe = getattr(self, "exe", None), None

@@ -35,5 +35,14 @@ __device__ __forceinline__ F warp_sum(F v) {
 // Sigmoid as the reference computes it: in double, rounded once to float.
 __device__ __forceinline__ float sigmoid_f(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
 
+// Programmatic dependent launch (sm_90 and later): gpu.py marks the launches of the kernels that
+// call this `early`, and an early launch may start while the kernel before it drains. Nothing
+// before this call may read what earlier kernels write, or write what they read.
+__device__ __forceinline__ void wait_previous() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Which buffer holds snapshot slot r while buffer `committed` holds the committed state.
 __device__ __forceinline__ int slot_buffer(int r, int committed) { return r < committed ? r : r + 1; }

@@ -312,6 +312,7 @@ __device__ __forceinline__ void mm_fast(const u8* W, i64 row_bytes, const float*
 // x [n, k], W [m, k] -> y [n, m]; grid (ceil(m / MM_ROWS), ceil(n / NB)).
 template <int T, int NB>
 __device__ __forceinline__ void mm(const u8* W, i64 row_bytes, const float* x, float* y, int n, int m, int k) {
+    wait_previous();
     const int j0 = (blockIdx.x * MM_WARPS + (threadIdx.x >> 5)) * MM_R;
     const int r0 = blockIdx.y * NB, nr = min(NB, n - r0);
     float acc[MM_R][NB];

@@ -240,6 +240,7 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
         for (int b = 0; b < NB; b++) acc[r][b] = 0.0f;
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) copy(s);
+    wait_previous();  // the first weights are on their way; x comes from the kernels before
     for (int s = 0; s < steps; s++) {
         const int u = s * F::PER_STEP + f.unit;
         __syncwarp();  // every lane is done with the slot that step s + STAGES - 1 refills

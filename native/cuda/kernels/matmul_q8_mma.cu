@@ -5,21 +5,33 @@
 // (row, token) is one thread's running float sum over the blocks in order, whatever the batch and
 // wherever the token sits in it: rows are bit-identical across every batch these kernels take.
 //
-// A block of MMT_WARPS warps covers 16 MMT_WARPS weight rows and MMT_TOKENS tokens; warp w takes rows 16w .. 16w+15
-// (the A operand, built from the weight blocks in registers) against every token (the B operand,
-// staged in shared memory one 256-value chunk at a time). The k order inside one mma is free as
-// long as A and B agree: thread (g, t) = (lane / 4, lane % 4) supplies values 8t .. 8t+7 of a
-// 32-value sub-block (4t .. 4t+3 of a 16-value Q6_K group), which for the weights is one aligned
-// 8-byte (4-byte) load.
+// A block of MMT_WARPS warps covers MMT_ROWS weight rows and MMT_TOKENS / P tokens: warp w takes rows
+// 16 (w % MMT_GROUPS) .. + 15 (the A operand, built from the weight blocks in registers) against
+// half of the tokens (the B operand), w / MMT_GROUPS. Each 256-value chunk of k is staged in shared memory for the whole block (weight
+// rows, int8 x, x scales) by cp.async, one chunk ahead of the one the warps multiply, so that the
+// loads' latency hides behind the tensor-core work. The k order inside one mma is free as long as A
+// and B agree: thread (g, t) = (lane / 4, lane % 4) supplies values 8t .. 8t+7 of a 32-value
+// sub-block (4t .. 4t+3 of a 16-value Q6_K group), which for the weights is one 8-byte (4-byte) read.
 
 #define MMT_TOKENS 64
 #define MMT_WARPS 8
+#define MMT_GROUPS (MMT_WARPS / 2)  // warps that share a token half, each on its 16 rows
+#define MMT_ROWS (16 * MMT_GROUPS)
 #define MMT_STRIDE 288  // bytes a staged token: 256 + 32, so that the 8-byte loads of a half-warp hit 32 banks
 
-__device__ __forceinline__ uint2 ld_stream8(const u8* p) {
-    uint2 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+__device__ __forceinline__ uint4 lds16(const u8* p) {
+    uint4 v;
+    asm("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"((u32)__cvta_generic_to_shared(p)));
     return v;
+}
+__device__ __forceinline__ uint2 lds8(const u8* p) {
+    uint2 v;
+    asm("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((u32)__cvta_generic_to_shared(p)));
+    return v;
+}
+// 4 bytes global -> shared (the x scales).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
 }
 
 // c += A (16 x 32) . B (32 x 8), int8 in, int32 out: a[0], a[2] row g, a[1], a[3] row g + 8.
@@ -40,36 +52,40 @@ __device__ __forceinline__ void mma_k16(const u32* a, u32 b, int* c) {
 #endif
 }
 
-// One 2-byte aligned word (Q6_K and Q8_0 blocks are 210 and 34 bytes).
-__device__ __forceinline__ u32 ld_word(const u8* p) {
+// One 2-byte aligned word of shared memory (Q6_K and Q8_0 blocks are 210 and 34 bytes).
+__device__ __forceinline__ u32 lds_word(const u8* p) {
     u32 w;
-    ld_words<1>(p, &w);
+    ld_words<1, FromShared>(p, &w);
     return w;
 }
 
-// Per format: a unit (the weight block that shares a float scale with one x block), its A
-// fragments for rows g and g + 8 with their integer scales, and the integer sums of one token
-// tile against them. products() leaves isum[e] (sum of scale x block dot) and imin[e] (sum of
+// Per format: a unit (the weight block that shares a float scale with one x block), SLOT (the
+// bytes a staged row of one 256-value chunk takes: the chunk's blocks from the row's 16-byte
+// aligned-down start, padded so that the warp's reads of rows g and g + 8 fall in distinct banks),
+// its A fragments for rows g and g + 8 (read from the stage) with their integer scales, and the
+// integer sums of one token tile against them. products() leaves isum[e] (sum of scale x block dot) and imin[e] (sum of
 // min x sum of x) for the accumulator elements e: rows g, g, g+8, g+8 by tokens 2t, 2t+1.
 template <int T> struct Mma;
 
-// Q4_K and Q5_K: eight 32-value sub-blocks, 6-bit scales and mins; the mins' sum comes from a second
-// mma whose A holds each row's min in every byte.
+// Q4_K and Q5_K: eight 32-value sub-blocks, 6-bit scales and mins. The mins' sum, sum over j of min j
+// times the sum s_j of x's sub-block j, takes two 16-deep mmas against the token's digits (see
+// q8_mmt): s_j = 128 h_j + l_j with h_j in -32 .. 31 and l_j in 0 .. 127, both int8; A holds the
+// mins against h (ah: depths 0 .. 7) or against l (al: depths 8 .. 15), zeros elsewhere.
 template <bool Q5> struct MmaK45 {
-    static constexpr int UNIT = 256, BYTES = Q5 ? 176 : 144;
+    static constexpr int UNIT = 256, BYTES = Q5 ? 176 : 144, SLOT = Q5 ? 224 : 160;  // 56, 40 words: 24, 8 mod 32
     static constexpr bool MINS = true;
-    struct Frag { u32 a[8][4], mn[2][2]; int sc[8][2]; float d[2], dmin[2]; };  // mn: 4 mins a word
+    struct Frag { u32 a[8][4], ah[2], al[2]; int sc[8][2]; float d[2], dmin[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
         Frag f;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const u8* b = rows[r] + (i64)u * BYTES;
-            const uint4 head = ld_stream16(b);
+            const uint4 head = lds16(b);  // Q4_K and Q5_K blocks are 16-byte aligned, in rows and in the stage
             uint2 qh = {0u, 0u};
-            if constexpr (Q5) qh = ld_stream8(b + 16 + 8 * t);
+            if constexpr (Q5) qh = lds8(b + 16 + 8 * t);
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                const uint2 q = ld_stream8(b + (Q5 ? 48 : 16) + 32 * c + 8 * t);
+                const uint2 q = lds8(b + (Q5 ? 48 : 16) + 32 * c + 8 * t);
                 u32 lo0 = q.x & 0x0F0F0F0Fu, lo1 = q.y & 0x0F0F0F0Fu;
                 u32 hi0 = (q.x >> 4) & 0x0F0F0F0Fu, hi1 = (q.y >> 4) & 0x0F0F0F0Fu;
                 if constexpr (Q5) {
@@ -88,24 +104,28 @@ template <bool Q5> struct MmaK45 {
             const u32 mn[2] = {s1 & 0x3F3F3F3Fu, ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u)};
 #pragma unroll
             for (int j = 0; j < 8; j++) f.sc[j][r] = (int)__byte_perm(sc[j >> 2], 0u, 0x4440u | (j & 3));
-            f.mn[r][0] = mn[0], f.mn[r][1] = mn[1];
+            const u32 mine = (t & 1) ? mn[1] : mn[0];  // depths 4 (t & 1) .. + 3 of either half: mins 4 (t & 1) ..
+            f.ah[r] = t < 2 ? mine : 0u, f.al[r] = t < 2 ? 0u : mine;
         }
         return f;
     }
-    static __device__ void products(const Frag& f, const u8* x, int t, int* isum, int* imin) {
+    static __device__ void products(const Frag& f, const u8* x, const u8* digits, int t, int* isum, int* imin) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) isum[e] = imin[e] = 0;
+        for (int e = 0; e < 4; e++) isum[e] = 0;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            const uint2 b = *(const uint2*)(x + 32 * j + 8 * t);
+            const uint2 b = lds8(x + 32 * j + 8 * t);
             int c[4] = {0, 0, 0, 0};
             mma_k32(f.a[j], b.x, b.y, c);
 #pragma unroll
             for (int e = 0; e < 4; e++) isum[e] += f.sc[j][e >> 1] * c[e];
-            const u32 sel = (j & 3) * 0x1111u, m0 = __byte_perm(f.mn[0][j >> 2], 0u, sel), m1 = __byte_perm(f.mn[1][j >> 2], 0u, sel);
-            const u32 m[4] = {m0, m1, m0, m1};  // each row's min in every byte
-            mma_k32(m, b.x, b.y, imin);
         }
+        const u32 b = FromShared::word(digits + 4 * t);
+        int hi[4] = {0, 0, 0, 0}, lo[4] = {0, 0, 0, 0};
+        mma_k16(f.ah, b, hi);
+        mma_k16(f.al, b, lo);
+#pragma unroll
+        for (int e = 0; e < 4; e++) imin[e] = 128 * hi[e] + lo[e];
     }
 };
 
@@ -117,24 +137,24 @@ template <> struct Mma<T_Q5_K> : MmaK45<true> {};
 // low bits from ql byte 64 half + 32 (quarter & 1) + 16 j2 + i (the high nibble for quarter >= 2),
 // bits 2 quarter, 2 quarter + 1 of qh byte 32 half + 16 j2 + i.
 template <> struct Mma<T_Q6_K> {
-    static constexpr int UNIT = 256;
+    static constexpr int UNIT = 256, BYTES = 210, SLOT = 240;  // 60 words: 28 mod 32
     static constexpr bool MINS = false;
     struct Frag { u32 a[16][2]; int sc[16][2]; float d[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
         Frag f;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const u8* b = rows[r] + (i64)u * 210;
+            const u8* b = rows[r] + (i64)u * BYTES;
             u32 scw[4];
-            ld_words<4>(b + 192, scw);
+            ld_words<4, FromShared>(b + 192, scw);
 #pragma unroll
             for (int h = 0; h < 2; h++)
 #pragma unroll
                 for (int j2 = 0; j2 < 2; j2++) {
-                    const u32 qh = ld_word(b + 128 + 32 * h + 16 * j2 + 4 * t);
+                    const u32 qh = lds_word(b + 128 + 32 * h + 16 * j2 + 4 * t);
 #pragma unroll
                     for (int odd = 0; odd < 2; odd++) {
-                        const u32 ql = ld_word(b + 64 * h + 32 * odd + 16 * j2 + 4 * t);
+                        const u32 ql = lds_word(b + 64 * h + 32 * odd + 16 * j2 + 4 * t);
 #pragma unroll
                         for (int upper = 0; upper < 2; upper++) {
                             const int quarter = 2 * upper + odd, s = 8 * h + 2 * quarter + j2;
@@ -145,16 +165,16 @@ template <> struct Mma<T_Q6_K> {
                 }
 #pragma unroll
             for (int s = 0; s < 16; s++) f.sc[s][r] = (int)(i8)__byte_perm(scw[s >> 2], 0u, 0x4440u | (s & 3));
-            f.d[r] = h2f(ld16(b + 208));
+            f.d[r] = h2f(FromShared::half(b + 208));
         }
         return f;
     }
-    static __device__ void products(const Frag& f, const u8* x, int t, int* isum, int*) {
+    static __device__ void products(const Frag& f, const u8* x, const u8*, int t, int* isum, int*) {
 #pragma unroll
         for (int e = 0; e < 4; e++) isum[e] = 0;
 #pragma unroll
         for (int s = 0; s < 16; s++) {
-            const u32 b = *(const u32*)(x + 128 * (s >> 3) + 32 * ((s >> 1) & 3) + 16 * (s & 1) + 4 * t);
+            const u32 b = FromShared::word(x + 128 * (s >> 3) + 32 * ((s >> 1) & 3) + 16 * (s & 1) + 4 * t);
             int c[4] = {0, 0, 0, 0};
             mma_k16(f.a[s], b, c);
 #pragma unroll
@@ -165,75 +185,125 @@ template <> struct Mma<T_Q6_K> {
 
 // Q8_0: one 32-value block a unit.
 template <> struct Mma<T_Q8_0> {
-    static constexpr int UNIT = 32;
+    static constexpr int UNIT = 32, BYTES = 34, SLOT = 288;  // 72 words: 8 mod 32
     static constexpr bool MINS = false;
     struct Frag { u32 a[4]; float d[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
         Frag f;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const u8* b = rows[r] + (i64)u * 34;
+            const u8* b = rows[r] + (i64)u * BYTES;
             u32 q[2];
-            ld_words<2>(b + 2 + 8 * t, q);
+            ld_words<2, FromShared>(b + 2 + 8 * t, q);
             f.a[r] = q[0], f.a[2 + r] = q[1];
-            f.d[r] = h2f(ld16(b));
+            f.d[r] = h2f(FromShared::half(b));
         }
         return f;
     }
-    static __device__ void products(const Frag& f, const u8* x, int t, int* isum, int*) {
-        const uint2 b = *(const uint2*)(x + 8 * t);
+    static __device__ void products(const Frag& f, const u8* x, const u8*, int t, int* isum, int*) {
+        const uint2 b = lds8(x + 8 * t);
 #pragma unroll
         for (int e = 0; e < 4; e++) isum[e] = 0;
         mma_k32(f.a, b.x, b.y, isum);
     }
 };
 
-// y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(n / MMT_TOKENS), ceil(m / (16 MMT_WARPS))),
-// token tiles fastest so that the blocks running together share their weight rows in L2. Rows
-// past m and tokens past n are clamped to the last (computed, never stored).
+// Bytes of one stage (weight rows, x rows, x scales) and the stages a block keeps: three where two
+// blocks an SM still fit, else two (gpu.py's mmt_shared computes the same).
+#define MMT_SHARED_MAX (110 * 1024)
+template <int T, int P>
+struct MmtStage {
+    static constexpr int NT = MMT_TOKENS / P, UNITS = 256 / Mma<T>::UNIT;
+    static constexpr int W_BYTES = MMT_ROWS * Mma<T>::SLOT, X_BYTES = P * NT * MMT_STRIDE;
+    static constexpr int BYTES = W_BYTES + X_BYTES + 4 * P * UNITS * NT;
+    static constexpr int STAGES = 3 * BYTES <= MMT_SHARED_MAX ? 3 : 2;
+};
+
+// y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(n / (MMT_TOKENS / P)),
+// ceil(m / MMT_ROWS)), S::STAGES stages of dynamic shared memory; token tiles fastest so that the
+// blocks running together share their weight rows in L2. Rows past m and tokens past n are clamped
+// to the last (computed, never stored).
 template <int T, int P>
 __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
     using F = Mma<T>;
-    constexpr int NT = MMT_TOKENS, TILES = NT / 8, UNITS = 256 / F::UNIT;
-    __shared__ __align__(16) u8 xs[P * NT * MMT_STRIDE];
-    __shared__ float dxs[P][UNITS][NT];
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int tok0 = blockIdx.x * NT, row0 = (blockIdx.y * MMT_WARPS + (threadIdx.x >> 5)) * 16;
-    const u8* rows[2] = {W + (i64)min(row0 + g, m - 1) * row_bytes, W + (i64)min(row0 + g + 8, m - 1) * row_bytes};
-    const int per_row = k / F::UNIT;
+    using S = MmtStage<T, P>;
+    constexpr int NT = S::NT, TILES = NT / 16, UNITS = S::UNITS, ROWS = MMT_ROWS, PIECES = F::SLOT / 16;
+    static_assert(F::SLOT >= UNITS * F::BYTES + 14 && F::SLOT % 16 == 0, "a slot holds a chunk's blocks from any 2-byte offset");
+    extern __shared__ uint4 mmt_stage[];
+    __shared__ __align__(16) u8 digits[F::MINS ? P * NT * 16 : 16];
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, group = (threadIdx.x >> 5) % MMT_GROUPS;
+    const int tok0 = blockIdx.x * NT, row_base = blockIdx.y * ROWS, half = (threadIdx.x >> 5) / MMT_GROUPS * (NT / 2);
+    const int per_row = k / F::UNIT, chunks = (k + 255) / 256;
+    // Chunk c of every row, x row and x scale into stage c % STAGES; one commit group per chunk, empty past the last.
+    auto copy = [&](int c) {
+        if (c < chunks) {
+            u8* const st = (u8*)mmt_stage + (c % S::STAGES) * S::BYTES;
+            const int c0 = 256 * c, len = min(256, k - c0), u0 = c0 / F::UNIT, units = len / F::UNIT;
+            for (int i = threadIdx.x; i < ROWS * PIECES; i += blockDim.x) {
+                const int r = i / PIECES, piece = i % PIECES;
+                const u8* src = W + (i64)min(row_base + r, m - 1) * row_bytes + (i64)u0 * F::BYTES;
+                const int mis = (int)((size_t)src & 15);
+                if (16 * piece < mis + units * F::BYTES) cp_async16(st + r * F::SLOT + 16 * piece, src - mis + 16 * piece);
+            }
+            u8* const xs = st + S::W_BYTES;
+            for (int i = threadIdx.x; i < P * NT * 16; i += blockDim.x) {
+                const int piece = i & 15, tt = (i >> 4) % NT, p = i / (16 * NT);
+                if (16 * piece < len)
+                    cp_async16(xs + (p * NT + tt) * MMT_STRIDE + 16 * piece, (const u8*)(xq + ((i64)min(tok0 + tt, n - 1) * P + p) * k + c0 + 16 * piece));
+            }
+            float* const ds = (float*)(xs + S::X_BYTES);
+            for (int i = threadIdx.x; i < P * units * NT; i += blockDim.x) {
+                const int tt = i % NT, uu = (i / NT) % units, p = i / (NT * units);
+                cp_async4(ds + (p * UNITS + uu) * NT + tt, xd + ((i64)min(tok0 + tt, n - 1) * P + p) * per_row + u0 + uu);
+            }
+        }
+        cp_async_commit();
+    };
+    const u8* row_src[2] = {W + (i64)min(row_base + 16 * group + g, m - 1) * row_bytes, W + (i64)min(row_base + 16 * group + g + 8, m - 1) * row_bytes};
     float acc[TILES][4];
 #pragma unroll
     for (int i = 0; i < TILES; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[i][e] = 0.0f;
-    for (int c0 = 0; c0 < k; c0 += 256) {
-        const int len = min(256, k - c0), units = len / F::UNIT, u0 = c0 / F::UNIT;
-        typename F::Frag w = F::load(rows, u0, t);  // loading while the chunk is staged
-        __syncthreads();  // the previous chunk is no longer read
-        for (int i = threadIdx.x; i < P * NT * 16; i += blockDim.x) {
-            const int piece = i & 15, tt = (i >> 4) % NT, p = i / (16 * NT);
-            if (16 * piece < len) {
-                const i64 src = ((i64)min(tok0 + tt, n - 1) * P + p) * k + c0 + 16 * piece;
-                *(uint4*)(xs + (p * NT + tt) * MMT_STRIDE + 16 * piece) = ld_x16(xq + src);
+#pragma unroll
+    for (int c = 0; c < S::STAGES - 1; c++) copy(c);
+    for (int c = 0; c < chunks; c++) {
+        cp_async_wait<S::STAGES - 2>();
+        __syncthreads();  // chunk c has landed, from every thread's copies; every warp is done with chunk c - 1
+        copy(c + S::STAGES - 1);  // into chunk c - 1's stage
+        const u8* const st = (const u8*)mmt_stage + (c % S::STAGES) * S::BYTES;
+        const u8* const xs = st + S::W_BYTES;
+        const float* const ds = (const float*)(xs + S::X_BYTES);
+        const int c0 = 256 * c, units = min(256, k - c0) / F::UNIT, u0 = c0 / F::UNIT;
+        if constexpr (F::MINS) {  // each token's 32-value sums as digits for the mins' mmas: h_0 .. h_7, l_0 .. l_7
+            for (int i = threadIdx.x; i < P * NT * 8; i += blockDim.x) {
+                const int j = i & 7, row = i >> 3;  // row: p NT + token
+                const uint4 a = lds16(xs + row * MMT_STRIDE + 32 * j), b = lds16(xs + row * MMT_STRIDE + 32 * j + 16);
+                const int ones = 0x01010101;
+                const int s = __dp4a((int)a.x, ones, __dp4a((int)a.y, ones, __dp4a((int)a.z, ones, __dp4a((int)a.w, ones,
+                              __dp4a((int)b.x, ones, __dp4a((int)b.y, ones, __dp4a((int)b.z, ones, __dp4a((int)b.w, ones, 0))))))));
+                digits[row * 16 + j] = (u8)(s >> 7);
+                digits[row * 16 + 8 + j] = (u8)(s & 127);
             }
+            __syncthreads();
         }
-        for (int i = threadIdx.x; i < P * units * NT; i += blockDim.x) {
-            const int tt = i % NT, uu = (i / NT) % units, p = i / (NT * units);
-            dxs[p][uu][tt] = xd[((i64)min(tok0 + tt, n - 1) * P + p) * per_row + u0 + uu];
-        }
-        __syncthreads();
+        const u8* rows[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            rows[r] = st + (16 * group + g + 8 * r) * F::SLOT + (int)((size_t)(row_src[r] + (i64)u0 * F::BYTES) & 15);
         for (int uu = 0; uu < units; uu++) {
-            if (uu > 0) w = F::load(rows, u0 + uu, t);
+            const typename F::Frag w = F::load(rows, uu, t);
 #pragma unroll
             for (int p = 0; p < P; p++)
 #pragma unroll
                 for (int i = 0; i < TILES; i++) {
                     int isum[4], imin[4];
-                    F::products(w, xs + (p * NT + 8 * i + g) * MMT_STRIDE + uu * F::UNIT, t, isum, imin);
+                    const int xrow = p * NT + half + 8 * i + g;  // this thread's token of the tile
+                    F::products(w, xs + xrow * MMT_STRIDE + uu * F::UNIT, digits + xrow * 16, t, isum, imin);
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int r = e >> 1;
-                        const float dx = dxs[p][uu][8 * i + 2 * t + (e & 1)];
+                        const float dx = ds[(p * UNITS + uu) * NT + half + 8 * i + 2 * t + (e & 1)];
                         float term = (w.d[r] * dx) * (float)isum[e];
                         if constexpr (F::MINS) term = term - (w.dmin[r] * dx) * (float)imin[e];
                         acc[i][e] = acc[i][e] + term;
@@ -245,7 +315,7 @@ __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq,
     for (int i = 0; i < TILES; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int tok = tok0 + 8 * i + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
+            const int tok = tok0 + half + 8 * i + 2 * t + (e & 1), row = row_base + 16 * group + g + 8 * (e >> 1);
             if (tok < n && row < m) y[(i64)tok * m + row] = acc[i][e];
         }
 }
