@@ -75,15 +75,17 @@ struct FromGlobal {
     static __device__ __forceinline__ u32 word(const u8* p) { return ld_stream4(p); }
     static __device__ __forceinline__ u16 half(const u8* p) { return ld16(p); }
 };
-struct FromShared {  // explicit ld.shared: the aligning casts hide the address space from the compiler
+// Explicit ld.shared (the aligning casts hide the address space from the compiler), volatile: a staged
+// copy changes at the same address from step to step, and the reads must stay after the barrier.
+struct FromShared {
     static __device__ __forceinline__ u32 word(const u8* p) {
         u32 v;
-        asm("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"((u32)__cvta_generic_to_shared(p)));
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"((u32)__cvta_generic_to_shared(p)));
         return v;
     }
     static __device__ __forceinline__ u16 half(const u8* p) {
         u16 v;
-        asm("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"((u32)__cvta_generic_to_shared(p)));
+        asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"((u32)__cvta_generic_to_shared(p)));
         return v;
     }
 };

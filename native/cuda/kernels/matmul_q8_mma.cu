@@ -19,14 +19,15 @@
 #define MMT_ROWS (16 * MMT_GROUPS)
 #define MMT_STRIDE 288  // bytes a staged token: 256 + 32, so that the 8-byte loads of a half-warp hit 32 banks
 
+// Reads of the stages (volatile: a stage's bytes change from chunk to chunk at the same address).
 __device__ __forceinline__ uint4 lds16(const u8* p) {
     uint4 v;
-    asm("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"((u32)__cvta_generic_to_shared(p)));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"((u32)__cvta_generic_to_shared(p)));
     return v;
 }
 __device__ __forceinline__ uint2 lds8(const u8* p) {
     uint2 v;
-    asm("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((u32)__cvta_generic_to_shared(p)));
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((u32)__cvta_generic_to_shared(p)));
     return v;
 }
 // 4 bytes global -> shared (the x scales).
@@ -120,7 +121,7 @@ template <bool Q5> struct MmaK45 {
 #pragma unroll
             for (int e = 0; e < 4; e++) isum[e] += f.sc[j][e >> 1] * c[e];
         }
-        const u32 b = FromShared::word(digits + 4 * t);
+        const u32 b = *(const u32*)(digits + 4 * t);  // plain: the digits change from chunk to chunk at the same address
         int hi[4] = {0, 0, 0, 0}, lo[4] = {0, 0, 0, 0};
         mma_k16(f.ah, b, hi);
         mma_k16(f.al, b, lo);
