@@ -7,8 +7,9 @@
 //
 // A block of MMT_WARPS warps covers MMT_ROWS weight rows and MMT_TOKENS / P tokens: warp w takes rows
 // 16 (w % MMT_GROUPS) .. + 15 (the A operand, built from the weight blocks in registers) against
-// half of the tokens (the B operand), w / MMT_GROUPS. Each 256-value chunk of k is staged in shared memory for the whole block (weight
-// rows, int8 x, x scales) by cp.async, one chunk ahead of the one the warps multiply, so that the
+// half of the tokens (the B operand), w / MMT_GROUPS (16 rows by all the tokens spilled registers).
+// Each 256-value chunk of k is staged in shared memory for the whole block (weight rows, int8 x, x
+// scales) by cp.async, MmtStage::STAGES - 1 chunks ahead of the one the warps multiply, so that the
 // loads' latency hides behind the tensor-core work. The k order inside one mma is free as long as A
 // and B agree: thread (g, t) = (lane / 4, lane % 4) supplies values 8t .. 8t+7 of a 32-value
 // sub-block (4t .. 4t+3 of a 16-value Q6_K group), which for the weights is one 8-byte (4-byte) read.
