@@ -185,3 +185,24 @@ def test_int8_activation_products(qtype, mode):
         for start in (0, 3, len(x) - n):
             expect = (single if n <= 8 else full)[start : start + n]
             assert np.array_equal(_matmul(be, x[start : start + n], m), expect), (n, start)
+
+
+def test_the_prompt_pass_kernels_constants_match_gpu_py():
+    """gpu.py sizes the q8_mmt kernels' grids and shared memory from its copies of the kernel file's
+    MMT_* constants: a drift would launch them with too little shared memory or a wrong grid. Read
+    from the source (each #define's integer expression), so that it runs without a GPU."""
+    import re
+
+    from mtprun.native import gpu
+    from mtprun.native.cuda.module import KERNEL_DIR
+
+    values: dict[str, int] = {}
+    for name, line in re.findall(r"^#define (MMT_\w+) (.*)$", (KERNEL_DIR / "matmul_q8_mma.cu").read_text(), re.M):
+        expr = line.split("//")[0]
+        for known, value in values.items():
+            expr = re.sub(rf"\b{known}\b", str(value), expr)
+        assert re.fullmatch(r"[\d\s()*/+-]+", expr), (name, expr)
+        values[name] = int(eval(expr.replace("/", "//")))  # digits and operators only (checked above)
+    assert [values[f"MMT_{k}"] for k in ("TOKENS", "ROWS", "WARPS", "STRIDE", "SHARED_MAX")] == [
+        gpu.MMT_TOKENS, gpu.MMT_ROWS, gpu.MMT_WARPS, gpu.MMT_STRIDE, gpu.MMT_SHARED_MAX]
+    assert {k[len("MMT_SLOT_"):].lower(): v for k, v in values.items() if k.startswith("MMT_SLOT_")} == gpu.MMT_SLOTS

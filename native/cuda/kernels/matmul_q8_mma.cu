@@ -19,6 +19,13 @@
 #define MMT_GROUPS (MMT_WARPS / 2)  // warps that share a token half, each on its 16 rows
 #define MMT_ROWS (16 * MMT_GROUPS)
 #define MMT_STRIDE 288  // bytes a staged token: 256 + 32, so that the 8-byte loads of a half-warp hit 32 banks
+// Bytes a staged weight row of one 256-value chunk takes, by type (Mma<T>::SLOT): the chunk's blocks
+// from the row's 16-byte aligned-down start, padded so that a warp's reads of rows g and g + 8 fall in
+// distinct banks. gpu.py's MMT_* constants mirror these (tests/test_cuda_backend.py checks).
+#define MMT_SLOT_Q8_0 288  // 72 words: 8 mod 32
+#define MMT_SLOT_Q4_K 160  // 40 words: 8 mod 32
+#define MMT_SLOT_Q5_K 224  // 56 words: 24 mod 32
+#define MMT_SLOT_Q6_K 240  // 60 words: 28 mod 32
 
 // Reads of the stages (volatile: a stage's bytes change from chunk to chunk at the same address).
 __device__ __forceinline__ uint4 lds16(const u8* p) {
@@ -61,9 +68,7 @@ __device__ __forceinline__ u32 lds_word(const u8* p) {
     return w;
 }
 
-// Per format: a unit (the weight block that shares a float scale with one x block), SLOT (the
-// bytes a staged row of one 256-value chunk takes: the chunk's blocks from the row's 16-byte
-// aligned-down start, padded so that the warp's reads of rows g and g + 8 fall in distinct banks),
+// Per format: a unit (the weight block that shares a float scale with one x block), SLOT (MMT_SLOT_*),
 // its A fragments for rows g and g + 8 (read from the stage) with their integer scales, and the
 // integer sums of one token tile against them. products() leaves isum[e] (sum of scale x block dot) and imin[e] (sum of
 // min x sum of x) for the accumulator elements e: rows g, g, g+8, g+8 by tokens 2t, 2t+1.
@@ -74,7 +79,7 @@ template <int T> struct Mma;
 // q8_mmt): s_j = 128 h_j + l_j with h_j in -32 .. 31 and l_j in 0 .. 127, both int8; A holds the
 // mins against h (ah: depths 0 .. 7) or against l (al: depths 8 .. 15), zeros elsewhere.
 template <bool Q5> struct MmaK45 {
-    static constexpr int UNIT = 256, BYTES = Q5 ? 176 : 144, SLOT = Q5 ? 224 : 160;  // 56, 40 words: 24, 8 mod 32
+    static constexpr int UNIT = 256, BYTES = Q5 ? 176 : 144, SLOT = Q5 ? MMT_SLOT_Q5_K : MMT_SLOT_Q4_K;
     static constexpr bool MINS = true;
     struct Frag { u32 a[8][4], ah[2], al[2]; int sc[8][2]; float d[2], dmin[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
@@ -139,7 +144,7 @@ template <> struct Mma<T_Q5_K> : MmaK45<true> {};
 // low bits from ql byte 64 half + 32 (quarter & 1) + 16 j2 + i (the high nibble for quarter >= 2),
 // bits 2 quarter, 2 quarter + 1 of qh byte 32 half + 16 j2 + i.
 template <> struct Mma<T_Q6_K> {
-    static constexpr int UNIT = 256, BYTES = 210, SLOT = 240;  // 60 words: 28 mod 32
+    static constexpr int UNIT = 256, BYTES = 210, SLOT = MMT_SLOT_Q6_K;
     static constexpr bool MINS = false;
     struct Frag { u32 a[16][2]; int sc[16][2]; float d[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
@@ -187,7 +192,7 @@ template <> struct Mma<T_Q6_K> {
 
 // Q8_0: one 32-value block a unit.
 template <> struct Mma<T_Q8_0> {
-    static constexpr int UNIT = 32, BYTES = 34, SLOT = 288;  // 72 words: 8 mod 32
+    static constexpr int UNIT = 32, BYTES = 34, SLOT = MMT_SLOT_Q8_0;
     static constexpr bool MINS = false;
     struct Frag { u32 a[4]; float d[2]; };
     static __device__ Frag load(const u8* const* rows, int u, int t) {
