@@ -24,7 +24,7 @@ from mtprun.runner.cli import add_activations_arg
 from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
-from mtprun.runner.speculative import warm_up_catch_up
+from mtprun.runner.speculative import warm_up_catch_up, warm_up_mtp
 from mtprun.runner.stats import GenerationStats, StepRecord
 from mtprun.runner.tokenizer import Tokenizer
 
@@ -291,9 +291,12 @@ def _cycle(tokens: list[int], n: int) -> list[int]:
 
 def _warm_up(model, ids: list[int], max_depth: int, auto: bool, n_gen: int) -> None:
     """One untimed short generation per depth: the first forwards pay one-off costs (graphs, caches);
-    for `auto`, also the graphs of the MTP cache's catch-up after plain steps (up to n_gen rows)."""
+    then the MTP head's graphs for every row count a step can hand it, and for `auto` those of the
+    MTP cache's catch-up after plain steps (up to n_gen rows)."""
     for depth in range(max_depth + 1):
         model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
+    if model.has_mtp and (max_depth or auto):
+        warm_up_mtp(model._ctx, max_depth)
     if auto:
         warm_up_catch_up(model._ctx, n_gen)
 

@@ -12,7 +12,7 @@ from mtprun.runner import bench
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
 from mtprun.runner.models.qwen35 import decode_weight_bytes
-from tests.fixtures import model_file, needs_fixtures
+from tests.fixtures import model_file, needs_fixtures, prompts
 
 DEPTH_FIELDS = {
     "depth", "tokens", "decode_tokens_per_s", "acceptance_rate", "mean_accepted_length", "steps", "speedup",
@@ -72,6 +72,27 @@ def test_bench_reports_every_field(capsys):
     assert d1["accepted_per_position"] == d1["conditional_acceptance"] == [d1["acceptance_rate"]]
     assert d1["expected_tokens_per_step"] == pytest.approx(1 + d1["acceptance_rate"])
     assert d1["speedup"] > 0 and d1["ideal_speedup"] > 0 and d1["verify_decode_ratio"] > 0
+
+
+@needs_fixtures
+def test_the_warm_up_builds_every_mtp_graph_a_step_uses():
+    """After the warm-up, the timed generations build no graph of a decode step (trunk, MTP head, its
+    cache's catch-up; prompt passes are timed apart): a first build (on CUDA, a graph capture) would
+    fall inside a timed run, at whichever row counts its acceptance met first."""
+    import mtprun
+
+    m = mtprun.load(model_file("tinycoder", "q8_0"), backend="cpu", n_ctx=1024, max_draft=3, threads=2)
+    ids = list(prompts("tinycoder").values())
+    bench._warm_up(m, ids[0], 3, True, 32)
+
+    def step_graphs() -> set:
+        return {key for key in m._ctx._graphs if key[0] != "prompt"}
+
+    built = step_graphs()
+    for prompt in ids[:3]:
+        for depth in (0, 1, 2, 3, "auto"):
+            m.generate(prompt, n_predict=32, temp=0.0, spec_draft_n_max=depth)
+    assert step_graphs() == built
 
 
 @needs_fixtures
