@@ -253,10 +253,7 @@ VDOT(vdot_q8_0, q8_0_rows)
 void mtp_fused_avx2(mtp_kernels *kt) {
     kt->split = split_avx2;
     kt->kdot = kdot_avx2;
-    kt->vdot[T_Q4_K] = vdot_q4_k;
-    kt->vdot[T_Q5_K] = vdot_q5_k;
-    kt->vdot[T_Q6_K] = vdot_q6_k;
-    kt->vdot[T_Q8_0] = vdot_q8_0;
+    MTP_SET_VDOT(kt);
 }
 
 #else

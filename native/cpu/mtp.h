@@ -163,6 +163,12 @@ extern mtp_kernels mtp_k;
         (kt)->dequant[T_Q8_0] = deq_q8_0, (kt)->dequant[T_Q4_K] = deq_q4_k;                           \
         (kt)->dequant[T_Q5_K] = deq_q5_k, (kt)->dequant[T_Q6_K] = deq_q6_k;                           \
     } while (0)
+/* A SIMD level's fused decode-then-dot kernels (each level defines vdot_q4_k .. vdot_q8_0) into the table. */
+#define MTP_SET_VDOT(kt)                                                                              \
+    do {                                                                                              \
+        (kt)->vdot[T_Q4_K] = vdot_q4_k, (kt)->vdot[T_Q5_K] = vdot_q5_k;                               \
+        (kt)->vdot[T_Q6_K] = vdot_q6_k, (kt)->vdot[T_Q8_0] = vdot_q8_0;                               \
+    } while (0)
 /* A Q4_K / Q5_K row as unscaled values q[k] (exact small integers) and, per super-block i,
  * sm[16i + j] = d * sc_j, sm[16i + 8 + j] = dmin * mn_j: the same floats on every SIMD level. */
 void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k);

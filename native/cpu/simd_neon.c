@@ -434,10 +434,7 @@ int mtp_kernels_neon(mtp_kernels *kt) {
     kt->dotn = dotn_neon;
     kt->split = split_neon;
     kt->kdot = kdot_neon;
-    kt->vdot[T_Q4_K] = vdot_q4_k;
-    kt->vdot[T_Q5_K] = vdot_q5_k;
-    kt->vdot[T_Q6_K] = vdot_q6_k;
-    kt->vdot[T_Q8_0] = vdot_q8_0;
+    MTP_SET_VDOT(kt);
     mtp_q8_neon(kt);
     return 1;
 }
