@@ -88,6 +88,17 @@ struct FromShared {
         asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"((u32)__cvta_generic_to_shared(p)));
         return v;
     }
+    static __device__ __forceinline__ uint2 pair(const u8* p) {  // 8-byte aligned
+        uint2 v;
+        asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((u32)__cvta_generic_to_shared(p)));
+        return v;
+    }
+    static __device__ __forceinline__ uint4 quad(const u8* p) {  // 16-byte aligned
+        uint4 v;
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "r"((u32)__cvta_generic_to_shared(p)));
+        return v;
+    }
 };
 
 // N words from a 2-byte aligned address, read as aligned words and funnel-shifted into place (a

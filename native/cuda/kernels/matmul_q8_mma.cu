@@ -27,17 +27,6 @@
 #define MMT_SLOT_Q5_K 224  // 56 words: 24 mod 32
 #define MMT_SLOT_Q6_K 240  // 60 words: 28 mod 32
 
-// Reads of the stages (volatile: a stage's bytes change from chunk to chunk at the same address).
-__device__ __forceinline__ uint4 lds16(const u8* p) {
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"((u32)__cvta_generic_to_shared(p)));
-    return v;
-}
-__device__ __forceinline__ uint2 lds8(const u8* p) {
-    uint2 v;
-    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((u32)__cvta_generic_to_shared(p)));
-    return v;
-}
 // 4 bytes global -> shared (the x scales).
 __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
@@ -87,12 +76,12 @@ template <bool Q5> struct MmaK45 {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const u8* b = rows[r] + (i64)u * BYTES;
-            const uint4 head = lds16(b);  // Q4_K and Q5_K blocks are 16-byte aligned, in rows and in the stage
+            const uint4 head = FromShared::quad(b);  // Q4_K and Q5_K blocks are 16-byte aligned, in rows and in the stage
             uint2 qh = {0u, 0u};
-            if constexpr (Q5) qh = lds8(b + 16 + 8 * t);
+            if constexpr (Q5) qh = FromShared::pair(b + 16 + 8 * t);
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                const uint2 q = lds8(b + (Q5 ? 48 : 16) + 32 * c + 8 * t);
+                const uint2 q = FromShared::pair(b + (Q5 ? 48 : 16) + 32 * c + 8 * t);
                 u32 lo0 = q.x & 0x0F0F0F0Fu, lo1 = q.y & 0x0F0F0F0Fu;
                 u32 hi0 = (q.x >> 4) & 0x0F0F0F0Fu, hi1 = (q.y >> 4) & 0x0F0F0F0Fu;
                 if constexpr (Q5) {
@@ -121,7 +110,7 @@ template <bool Q5> struct MmaK45 {
         for (int e = 0; e < 4; e++) isum[e] = 0;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            const uint2 b = lds8(x + 32 * j + 8 * t);
+            const uint2 b = FromShared::pair(x + 32 * j + 8 * t);
             int c[4] = {0, 0, 0, 0};
             mma_k32(f.a[j], b.x, b.y, c);
 #pragma unroll
@@ -208,7 +197,7 @@ template <> struct Mma<T_Q8_0> {
         return f;
     }
     static __device__ void products(const Frag& f, const u8* x, const u8*, int t, int* isum, int*) {
-        const uint2 b = lds8(x + 8 * t);
+        const uint2 b = FromShared::pair(x + 8 * t);
 #pragma unroll
         for (int e = 0; e < 4; e++) isum[e] = 0;
         mma_k32(f.a, b.x, b.y, isum);
@@ -285,7 +274,7 @@ __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq,
         if constexpr (F::MINS) {  // each token's 32-value sums as digits for the mins' mmas: h_0 .. h_7, l_0 .. l_7
             for (int i = threadIdx.x; i < P * NT * 8; i += blockDim.x) {
                 const int j = i & 7, row = i >> 3;  // row: p NT + token
-                const uint4 a = lds16(xs + row * MMT_STRIDE + 32 * j), b = lds16(xs + row * MMT_STRIDE + 32 * j + 16);
+                const uint4 a = FromShared::quad(xs + row * MMT_STRIDE + 32 * j), b = FromShared::quad(xs + row * MMT_STRIDE + 32 * j + 16);
                 const int ones = 0x01010101;
                 const int s = __dp4a((int)a.x, ones, __dp4a((int)a.y, ones, __dp4a((int)a.z, ones, __dp4a((int)a.w, ones,
                               __dp4a((int)b.x, ones, __dp4a((int)b.y, ones, __dp4a((int)b.z, ones, __dp4a((int)b.w, ones, 0))))))));
