@@ -240,6 +240,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     rows = [_depth_row(d, runs, config.prompts, costs, kinds) for d in depths]
     if auto:
         rows.append(_auto_row(runs, config.prompts, kinds))
+        rows[-1]["paired_by_prompt"] = paired_ratios(each_run, depths)
     for row in rows:
         row["every_run_tokens_per_s"] = every_run[row["depth"]]
         row["by_prompt_every_run"] = each_run[row["depth"]]
@@ -406,6 +407,19 @@ def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths
         for depth in depths:
             runs[depth].append(fastest[depth])
     return runs, {d: n / s if s > 0 else 0.0 for d, (n, s) in totals.items()}, each
+
+
+def paired_ratios(each_run: dict[int | str, list[list[float]]], depths: Sequence[int]) -> list[dict]:
+    """Per prompt, auto against each fixed depth as the median over repetitions of the ratio of the two
+    runs of one repetition (run back to back): on a host whose speed swings for seconds at a time, the
+    fastest runs of two depths may come from different spells, while a repetition's runs share one.
+    Returns, per prompt, auto over plain decoding and over the drafting depth it does worst against."""
+    out = []
+    for i, auto_runs in enumerate(each_run["auto"]):
+        ratio = {d: float(np.median([a / b for a, b in zip(auto_runs, each_run[d][i])])) for d in depths}
+        best = min((d for d in depths if d), key=ratio.get, default=0)
+        out.append({"vs_plain": ratio[0], "vs_best": ratio[best], "best_depth": best})
+    return out
 
 
 def merge_stats(parts: Sequence[GenerationStats]) -> GenerationStats:

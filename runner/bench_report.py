@@ -53,7 +53,8 @@ def format_report(r: dict) -> str:
     if len(r["depths"]) > 1 and len(kinds) > 1:
         out += ["", _kind_table(r["depths"], kinds)]
     if any(d["depth"] == "auto" for d in r["depths"]) and len(r["depths"]) > 2:
-        out += ["", _auto_prompt_table(r["depths"], r["prompts"])]
+        out += ["", _auto_prompt_table(r["depths"], r["prompts"]),
+                "paired: the median over repetitions of auto's run over the other depth's run in the same repetition."]
     if not r["has_mtp"]:
         out += ["", "the model has no MTP head: only depth 0 was measured (pair one with --mtp-model)."]
     out += [f"WARNING: depth {row['depth']} did not produce the tokens of depth 0." for row in r["depths"]
@@ -137,13 +138,16 @@ def _auto_prompt_table(depths: list[dict], prompts: list[dict]) -> str:
     """Per prompt: auto's decode beside plain decoding and the best fixed depth for that prompt."""
     fixed = [d for d in depths if d["depth"] not in (0, "auto")]
     plain = next(d for d in depths if d["depth"] == 0)["by_prompt"]
-    auto = next(d for d in depths if d["depth"] == "auto")["by_prompt"]
-    header = ["auto by prompt", "plain tok/s", "best fixed", "tok/s", "auto tok/s", "vs plain", "vs best"]
+    auto_row = next(d for d in depths if d["depth"] == "auto")
+    auto = auto_row["by_prompt"]
+    header = ["auto by prompt", "plain tok/s", "best fixed", "tok/s", "auto tok/s", "vs plain", "vs best",
+              "paired: vs plain", "vs best", "(depth)"]
     rows = []
-    for i, p in enumerate(prompts):
+    for i, (p, paired) in enumerate(zip(prompts, auto_row["paired_by_prompt"])):
         best = max(fixed, key=lambda d: d["by_prompt"][i])
         rows.append([p["name"], _num(plain[i]), f"depth {best['depth']}", _num(best["by_prompt"][i]), _num(auto[i]),
-                     _times(auto[i] / plain[i]), _times(auto[i] / best["by_prompt"][i])])
+                     _times(auto[i] / plain[i]), _times(auto[i] / best["by_prompt"][i]),
+                     _times(paired["vs_plain"]), _times(paired["vs_best"]), str(paired["best_depth"])])
     return table(header, rows)
 
 

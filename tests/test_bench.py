@@ -136,6 +136,16 @@ def test_bad_flags_are_user_errors(argv, message):
         bench.config_from_args(_args("model.gguf", *argv))
 
 
+def test_paired_ratios_compare_runs_of_one_repetition():
+    """A slow spell hitting one repetition moves each depth's fastest run apart, not the paired ratios."""
+    each_run = {0: [[100.0, 50.0, 100.0]], 1: [[120.0, 60.0, 110.0]], 2: [[90.0, 45.0, 140.0]],
+                "auto": [[110.0, 55.0, 120.0]]}
+    (ratios,) = bench.paired_ratios(each_run, [0, 1, 2])
+    assert ratios["vs_plain"] == pytest.approx(1.1)  # median of 1.1, 1.1, 1.2
+    # auto against depth 1: 11/12, 11/12, 12/11; against depth 2: 11/9, 11/9, 6/7: depth 1 is worst for it
+    assert ratios["best_depth"] == 1 and ratios["vs_best"] == pytest.approx(110 / 120)
+
+
 def test_prompt_files(tmp_path):
     shipped = bench.load_prompts(None)
     assert {p.kind for p in shipped} == {"code", "prose"} and all(p.text for p in shipped)
@@ -206,6 +216,7 @@ def test_llama_mtp_program(capsys, tmp_path):
     report = format_report(r)
     assert "llama.cpp draft-mtp" in report and "auto by prompt" in report and "prompt-2" in report
     auto = next(d for d in r["depths"] if d["depth"] == "auto")
+    assert len(auto["paired_by_prompt"]) == 2 and all(p["best_depth"] in (1, 2) for p in auto["paired_by_prompt"])
     assert len(auto["step_records"]) == 2 and sum(len(steps) for steps in auto["step_records"]) == auto["steps"]
     for steps in auto["step_records"]:  # what the policy saw: each step's depth, acceptance and timings
         assert steps and all(len(s) == 6 and 0 <= s[1] <= s[0] <= 4 and s[3] > 0 for s in steps)
