@@ -7,7 +7,8 @@
 //
 // A block of MMT_WARPS warps covers MMT_ROWS weight rows and MMT_TOKENS / P tokens: warp w takes rows
 // 16 (w % MMT_GROUPS) .. + 15 (the A operand, built from the weight blocks in registers) against
-// half of the tokens (the B operand), w / MMT_GROUPS (16 rows by all the tokens spilled registers).
+// share w / MMT_GROUPS of the MMT_SPLITS shares of the tokens (the B operand); 16 rows by 64 tokens
+// spilled registers.
 // Each 256-value chunk of k is staged in shared memory for the whole block (weight rows, int8 x, x
 // scales) by cp.async, MmtStage::STAGES - 1 chunks ahead of the one the warps multiply, so that the
 // loads' latency hides behind the tensor-core work. The k order inside one mma is free as long as A
@@ -16,8 +17,10 @@
 
 #define MMT_TOKENS 64
 #define MMT_WARPS 8
-#define MMT_GROUPS (MMT_WARPS / 2)  // warps that share a token half, each on its 16 rows
+#define MMT_GROUPS 4  // warps that share a token share, each on its 16 rows
+#define MMT_SPLITS (MMT_WARPS / MMT_GROUPS)  // token shares: a warp takes 1 / MMT_SPLITS of the block's tokens
 #define MMT_ROWS (16 * MMT_GROUPS)
+#define MMT_BLOCKS_PER_SM 2  // __launch_bounds__: registers for this many blocks an SM
 #define MMT_STRIDE 288  // bytes a staged token: 256 + 32, so that the 8-byte loads of a half-warp hit 32 banks
 // Bytes a staged weight row of one 256-value chunk takes, by type (Mma<T>::SLOT): the chunk's blocks
 // from the row's 16-byte aligned-down start, padded so that a warp's reads of rows g and g + 8 fall in
@@ -204,9 +207,9 @@ template <> struct Mma<T_Q8_0> {
     }
 };
 
-// Bytes of one stage (weight rows, x rows, x scales) and the stages a block keeps: three where two
-// blocks an SM still fit, else two (gpu.py's mmt_shared computes the same).
-#define MMT_SHARED_MAX (110 * 1024)
+// Bytes of one stage (weight rows, x rows, x scales) and the stages a block keeps: three where
+// MMT_BLOCKS_PER_SM blocks an SM still fit, else two (gpu.py's mmt_shared computes the same).
+#define MMT_SHARED_MAX (220 * 1024 / MMT_BLOCKS_PER_SM)
 template <int T, int P>
 struct MmtStage {
     static constexpr int NT = MMT_TOKENS / P, UNITS = 256 / Mma<T>::UNIT;
@@ -223,12 +226,13 @@ template <int T, int P>
 __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
     using F = Mma<T>;
     using S = MmtStage<T, P>;
-    constexpr int NT = S::NT, TILES = NT / 16, UNITS = S::UNITS, ROWS = MMT_ROWS, PIECES = F::SLOT / 16;
+    constexpr int NT = S::NT, TILES = NT / (8 * MMT_SPLITS), UNITS = S::UNITS, ROWS = MMT_ROWS, PIECES = F::SLOT / 16;
+    static_assert(TILES >= 1 && NT % (8 * MMT_SPLITS) == 0, "each warp takes whole 8-token tiles");
     static_assert(F::SLOT >= UNITS * F::BYTES + 14 && F::SLOT % 16 == 0, "a slot holds a chunk's blocks from any 2-byte offset");
     extern __shared__ uint4 mmt_stage[];
     __shared__ __align__(16) u8 digits[F::MINS ? P * NT * 16 : 16];
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, group = (threadIdx.x >> 5) % MMT_GROUPS;
-    const int tok0 = blockIdx.x * NT, row_base = blockIdx.y * ROWS, half = (threadIdx.x >> 5) / MMT_GROUPS * (NT / 2);
+    const int tok0 = blockIdx.x * NT, row_base = blockIdx.y * ROWS, first = (threadIdx.x >> 5) / MMT_GROUPS * (NT / MMT_SPLITS);
     const int per_row = k / F::UNIT, chunks = (k + 255) / 256;
     // Chunk c of every row, x row and x scale into stage c % STAGES; one commit group per chunk, empty past the last.
     auto copy = [&](int c) {
@@ -294,12 +298,12 @@ __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq,
 #pragma unroll
                 for (int i = 0; i < TILES; i++) {
                     int isum[4], imin[4];
-                    const int xrow = p * NT + half + 8 * i + g;  // this thread's token of the tile
+                    const int xrow = p * NT + first + 8 * i + g;  // this thread's token of the tile
                     F::products(w, xs + xrow * MMT_STRIDE + uu * F::UNIT, digits + xrow * 16, t, isum, imin);
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int r = e >> 1;
-                        const float dx = ds[(p * UNITS + uu) * NT + half + 8 * i + 2 * t + (e & 1)];
+                        const float dx = ds[(p * UNITS + uu) * NT + first + 8 * i + 2 * t + (e & 1)];
                         float term = (w.d[r] * dx) * (float)isum[e];
                         if constexpr (F::MINS) term = term - (w.dmin[r] * dx) * (float)imin[e];
                         acc[i][e] = acc[i][e] + term;
@@ -311,13 +315,13 @@ __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq,
     for (int i = 0; i < TILES; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int tok = tok0 + half + 8 * i + 2 * t + (e & 1), row = row_base + 16 * group + g + 8 * (e >> 1);
+            const int tok = tok0 + first + 8 * i + 2 * t + (e & 1), row = row_base + 16 * group + g + 8 * (e >> 1);
             if (tok < n && row < m) y[(i64)tok * m + row] = acc[i][e];
         }
 }
 
 #define Q8_MMT(NAME, T, P)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(32 * MMT_WARPS, 2) q8_mmt_##NAME##_##P(                                     \
+    extern "C" __global__ void __launch_bounds__(32 * MMT_WARPS, MMT_BLOCKS_PER_SM) q8_mmt_##NAME##_##P(                                     \
         const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
         q8_mmt<T, P>(W, row_bytes, xq, xd, y, n, m, k);                                                        \
     }
