@@ -44,6 +44,10 @@ class CudaDevice:
     def alloc(self, nbytes: int) -> Buffer:
         return Buffer(self._drv, nbytes)
 
+    @property
+    def buffer_bytes(self) -> int:
+        return self._drv.buffer_bytes
+
     def wrap(self, data: np.ndarray) -> Buffer:
         buf = self.alloc(data.nbytes + 16)  # the matmuls' aligned word loads may reach 2 bytes past a tensor
         self.upload(buf.ptr, data)

@@ -200,6 +200,11 @@ class GpuBackend:
         return self._dev.device_seconds
 
     # -- contract: weights and states
+    def device_memory_bytes(self) -> int | None:
+        """Device memory this backend's buffers hold now (weights, caches, graph arenas), where the
+        device keeps the count (CUDA, Vulkan; not Metal, whose memory is the host's)."""
+        return getattr(self._dev, "buffer_bytes", None)
+
     def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:
         for name, t in weights.items():
             info = TYPES.get(t.ggml_type)

@@ -63,7 +63,7 @@ class Model:
         self.n_ctx = n_ctx
         engine = create_backend(backend, threads, activations=activations)
         self.backend_name = engine.name
-        self._ctx = Context(loaded, engine, n_ctx, max_draft + 1)
+        self._ctx = Context(loaded, engine, n_ctx, max_draft + 1 if loaded.has_mtp else 1)
 
     # -- text
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -76,6 +76,11 @@ class Model:
         """The backend's memory bandwidth test, where it has one and its buffer fits: (bytes a second,
         what was measured), else None. Takes a second or so and a 1 GiB buffer."""
         measure = getattr(self._ctx.backend, "memory_bandwidth", None)
+        return measure() if measure is not None else None
+
+    def device_memory_bytes(self) -> int | None:
+        """Device memory the backend's buffers hold now (GPU backends), else None."""
+        measure = getattr(self._ctx.backend, "device_memory_bytes", None)
         return measure() if measure is not None else None
 
     # -- inference
@@ -145,12 +150,14 @@ def load(
     max_draft: int = 8,
     threads: int | None = None,
     activations: str = "f32",
+    mtp: bool = True,
 ) -> Model:
     """Open a Qwen3.5 / Qwen3.5-MoE GGUF (optionally with an MTP-only sidecar) on a backend
     ("auto": the fastest that starts here; "numpy" is the float32 reference). `activations`:
     "f32" (exact), "q8" (the CPU and CUDA backends' products take int8 activations, as llama.cpp's) or "q8x2"
-    (two int8 planes, the second for the first's rounding error: near exact)."""
-    loaded = load_model(path, mtp_model)
+    (two int8 planes, the second for the first's rounding error: near exact). `mtp=False` leaves the
+    MTP head out (its weights, caches and verify snapshots): plain decoding only, in less memory."""
+    loaded = load_model(path, mtp_model, mtp)
     if n_ctx is None:
         n_ctx = min(loaded.hp.n_ctx_train or DEFAULT_N_CTX, DEFAULT_N_CTX)
     if n_ctx < 8:

@@ -7,6 +7,7 @@ The measurement returns plain data (one JSON-able dict); `bench_report` formats 
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import os
@@ -246,15 +247,23 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         row["by_prompt_every_run"] = each_run[row["depth"]]
     rss_ours = peak_rss_mib()
     bandwidth = decode_bandwidth(model, rows[0]["decode_tokens_per_s"])
+    backend_name, has_mtp, n_ctx = model.backend_name, model.has_mtp, model.n_ctx
+    memory_on, gpu = model.device_memory_bytes(), backend_name not in ("cpu", "numpy")
+    del model  # our weights and caches are released before another model (or llama.cpp) loads
+    device_memory = None
+    if memory_on is not None and has_mtp:
+        progress.update("device memory with MTP off", force=True)
+        device_memory = {"mtp_on_bytes": memory_on,
+                         "mtp_off_bytes": _device_memory_without_mtp(config, n_ctx, prefill_ids, prompt_ids[0], load_kwargs)}
 
     result = {
         "model": str(config.model),
         "mtp_model": config.mtp_model,
-        "backend": model.backend_name,
-        "has_mtp": model.has_mtp,
+        "backend": backend_name,
+        "has_mtp": has_mtp,
         "threads": {"requested": config.threads, "ours": threads_note},
         "activations": config.activations,
-        "n_ctx": model.n_ctx,
+        "n_ctx": n_ctx,
         "n_prompt": config.n_prompt,
         "n_gen": config.n_gen,
         "repetitions": config.repetitions,
@@ -265,17 +274,29 @@ def run(config: BenchConfig, progress: Progress) -> dict:
         "ideal_formula": IDEAL_FORMULA,
         "peak_rss_mib": rss_ours,
         "bandwidth": bandwidth,
+        "device_memory": device_memory,
         "llama_cpp": None,
     }
     if config.compare_llama:
-        n_ctx, gpu = model.n_ctx, model.backend_name not in ("cpu", "numpy")
-        del model  # our weights and caches are released before llama.cpp maps the file
         llama = bench_llama.measure_llama(config, n_ctx, prefill_ids, prompt_ids, eog, progress, gpu)
         if config.llama_mtp and depths != (0,):
             llama["mtp"] = bench_llama.measure_llama_mtp(config, config.llama_mtp, n_ctx, gpu, progress)
         bench_llama.add_ratios(result, llama)
         result["llama_cpp"] = llama
     return result
+
+
+def _device_memory_without_mtp(config: BenchConfig, n_ctx: int, prefill_ids: list[int], ids: list[int], load_kwargs: dict) -> int:
+    """Device memory of the same model loaded without its MTP head, after the prefill test's prompt
+    pass and a plain generation (the graphs those build hold their scratch buffers too)."""
+    from mtprun.runner.api import load
+
+    gc.collect()  # the MTP-on model's buffers are freed before this one allocates
+    model = load(config.model, backend=config.backend, n_ctx=n_ctx, max_draft=0, activations=config.activations,
+                 mtp=False, **load_kwargs)
+    model._ctx.prompt_pass(prefill_ids, PREFILL_BATCH, None, logits_last=True)
+    model.generate(ids, n_predict=config.n_gen, temp=0.0, spec_draft_n_max=0)
+    return model.device_memory_bytes()
 
 
 def _thread_kwargs(load, threads: int) -> tuple[dict, int | str]:

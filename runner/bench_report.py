@@ -71,6 +71,11 @@ def format_report(r: dict) -> str:
             out.append(f"auto over every run, the first ones (still learning) included: {_num(auto['every_run_tokens_per_s'])} "
                        f"tok/s, {_times(auto['every_run_tokens_per_s'] / plain)} plain decoding's {_num(plain)}.")
     out += ["", _bandwidth_line(r["bandwidth"])]
+    memory = r.get("device_memory")
+    if memory:
+        on, off = memory["mtp_on_bytes"], memory["mtp_off_bytes"]
+        out.append(f"device memory held by our buffers: {on / 2**20:.1f} MiB with MTP on, {off / 2**20:.1f} MiB with the "
+                   f"model loaded without its MTP head ({_times(on / off if off else None)}).")
     rss = f"peak RSS {_num(r['peak_rss_mib'])} MiB"
     if llama:
         rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"

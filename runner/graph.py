@@ -198,7 +198,8 @@ class Backend(Protocol):
 
     Optional: `memory_bandwidth() -> (bytes per second, what was measured) | None` (None: the test's
     buffer did not fit), the ceiling that `mtprun bench` sets a bandwidth-bound decode against (CPU:
-    threads reading; CUDA: copies)."""
+    threads reading; CUDA: copies); `device_memory_bytes() -> int | None`, the device memory its
+    buffers hold (GPU backends that count it)."""
 
     name: str
 

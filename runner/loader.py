@@ -58,7 +58,8 @@ def _mtp_weights(f: GGUFFile, hp: HParams) -> dict[str, WeightTensor]:
     return {name: _check(f, source, name, shapes[name]) for name, source in mtp_tensors(hp, list(f.tensors)).items()}
 
 
-def load_model(path: str | Path, mtp_model: str | Path | None = None) -> LoadedModel:
+def load_model(path: str | Path, mtp_model: str | Path | None = None, mtp: bool = True) -> LoadedModel:
+    """The model's trunk and, unless `mtp` is False, its MTP head (from `mtp_model` where given)."""
     f = GGUFFile(path)
     hp = read_hparams(f)
     if hp.n_layer > 0 and "blk.0.attn_norm.weight" not in f.tensors and hp.n_nextn > 0:
@@ -67,13 +68,13 @@ def load_model(path: str | Path, mtp_model: str | Path | None = None) -> LoadedM
     weights = {name: _check(f, name, name, shape) for name, shape in trunk_tensors(hp, tied).items()}
 
     mtp_source: Path | None = None
-    if mtp_model is not None:
+    if mtp and mtp_model is not None:
         side = GGUFFile(mtp_model)
         side_hp = read_hparams(side)
         _check_sidecar_matches(f, hp, side, side_hp)
         weights.update(_mtp_weights(side, side_hp))
         mtp_source = side.path
-    elif hp.n_nextn > 0:
+    elif mtp and hp.n_nextn > 0:
         weights.update(_mtp_weights(f, hp))
         mtp_source = f.path
     has_mtp = mtp_source is not None

@@ -37,6 +37,7 @@ def _run_json(capsys, *argv: str) -> dict:
 def test_bench_reports_every_field(capsys):
     r = _run_json(capsys, "-p", "16", "-n", "8", "--spec-draft-n-max", "0,1", "-r", "1", "-t", "2")
     assert r["has_mtp"] and r["llama_cpp"] is None and r["peak_rss_mib"] > 0
+    assert r["device_memory"] is None if r["backend"] in ("cpu", "numpy") else r["device_memory"]["mtp_off_bytes"] > 0
     assert "E(n)" in r["ideal_formula"]
     kinds = {p["kind"] for p in r["prompts"]}
     assert kinds == {"code", "prose"} and all(p["tokens"] > 0 for p in r["prompts"])

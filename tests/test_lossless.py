@@ -85,3 +85,31 @@ def test_mtp_output_equals_plain_output_on_200_generated_prompts(backend):
         closest_tie = min(closest_tie, float(top2[1] - top2[0]))
     # near-ties occur among 200 prompts and still resolve identically
     assert closest_tie < 1e-2, closest_tie
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_a_model_loaded_without_its_mtp_head_decodes_the_same(backend):
+    """`load(..., mtp=False)` leaves the head out (no drafting, less memory) and changes no token;
+    where the backend counts its device memory, the model holds less of it (each model measured
+    alone: the other's buffers freed first, since a device's count covers every model on it)."""
+    import gc
+
+    def loaded(mtp: bool) -> tuple[mtprun.Model, int | None]:
+        gc.collect()
+        m = mtprun.load(model_file("tinycoder", "q8_0"), backend=backend, n_ctx=512, mtp=mtp)
+        for ids in prompts("tinycoder").values():
+            m.generate(ids, n_predict=16, temp=0.0, spec_draft_n_max="auto" if mtp else 0)
+        return m, m.device_memory_bytes()
+
+    without, off = loaded(False)
+    assert not without.has_mtp
+    assert not any(name.startswith(f"blk.{without.hparams.n_layer}.") for name in without.loaded.weights)
+    for ids in prompts("tinycoder").values():
+        plain = _model("tinycoder", backend).generate(ids, n_predict=16, temp=0.0).tokens
+        assert without.generate(ids, n_predict=16, temp=0.0).tokens == plain
+        assert without.generate(ids, n_predict=16, temp=0.0, spec_draft_n_max="auto").tokens == plain
+    del without
+    with_head, on = loaded(True)
+    assert with_head.has_mtp
+    assert (on is None) == (off is None) == (backend in ("numpy", "cpu", "metal")), (on, off)
+    assert off is None or off < on

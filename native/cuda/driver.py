@@ -105,6 +105,7 @@ class Driver:
         version = c_int()
         self.check(lib.cuDriverGetVersion(byref(version)), "cuDriverGetVersion")
         self.version = version.value
+        self.buffer_bytes = 0  # device memory the live Buffer objects hold
         ctx = c_void_p()
         self.check(lib.cuDevicePrimaryCtxRetain(byref(ctx), self.device), "cuDevicePrimaryCtxRetain")
         self.check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
@@ -238,10 +239,12 @@ class Buffer:
     def __init__(self, driver: Driver, nbytes: int) -> None:
         self.driver, self.nbytes = driver, int(nbytes)
         self.ptr = driver.alloc(nbytes)
+        driver.buffer_bytes += self.nbytes
 
     def __del__(self) -> None:
         ptr, self.ptr = getattr(self, "ptr", 0), 0
         if ptr:
+            self.driver.buffer_bytes -= self.nbytes
             try:
                 self.driver.free(ptr)
             except Exception:  # interpreter shutdown: the context is going away anyway

@@ -144,7 +144,7 @@ class VkBuffer:
     """A buffer with its own memory, reached by device address (`ptr`); host-mapped if `mapped`."""
 
     def __init__(self, dev: "VulkanDevice", nbytes: int, host: bool) -> None:
-        self.dev, self.nbytes = dev, int(nbytes)
+        self.dev, self.nbytes, self.host = dev, int(nbytes), host
         lib, handle = dev.lib, dev.handle
         usage = vk.BUFFER_USAGE_TRANSFER_SRC | vk.BUFFER_USAGE_TRANSFER_DST | vk.BUFFER_USAGE_STORAGE | vk.BUFFER_USAGE_DEVICE_ADDRESS
         info = vk.BufferCreateInfo(vk.ST_BUFFER_CREATE_INFO, None, 0, max(self.nbytes, 4), usage, 0, 0, None)
@@ -170,6 +170,8 @@ class VkBuffer:
         addr = vk.BufferDeviceAddressInfo(vk.ST_BUFFER_DEVICE_ADDRESS_INFO, None, self.buffer.value)
         self.ptr = int(lib.vkGetBufferDeviceAddress(handle, byref(addr)))
         dev.buffers.add(self)
+        if not host:
+            dev.buffer_bytes += self.nbytes
         self.array = np.frombuffer((ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.mapped), np.uint8) if self.mapped else None
 
     def view(self, offset: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -179,6 +181,8 @@ class VkBuffer:
         buffer, self.buffer = getattr(self, "buffer", None), None
         if buffer is None:
             return
+        if not self.host:
+            self.dev.buffer_bytes -= self.nbytes
         try:
             self.dev.buffers.remove(self)
             self.dev.lib.vkDestroyBuffer(self.dev.handle, buffer, None)
@@ -247,6 +251,7 @@ class VulkanDevice:
         self.layout = c_uint64()
         vk.check(lib.vkCreatePipelineLayout(self.handle, byref(layout), None, byref(self.layout)), "vkCreatePipelineLayout")
         self.buffers = AddressMap()
+        self.buffer_bytes = 0  # device memory (not host-visible staging) the live buffers hold
         self._modules: dict[str, c_uint64] = {}
         self._pipelines: dict[tuple[str, int, int], c_uint64] = {}
         self._oneshot = self._command_buffer()
