@@ -47,7 +47,8 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--spec-type", choices=("draft-mtp", "none"), default="draft-mtp")
+    p.add_argument("--spec-type", choices=("draft-mtp", "none"), default="draft-mtp",
+                   help="none: plain decoding, with the model loaded without its MTP head (less memory)")
     p.add_argument("--spec-draft-n-max", type=_draft_depth_arg, default="auto",
                    help="tokens drafted per step by the MTP head, or 'auto' (default): the depth that "
                         "maximises measured tokens/s, re-chosen before each step")
@@ -129,7 +130,7 @@ def _load(args: argparse.Namespace):
     if args.threads is not None and args.threads < 1:
         raise MtprunError(f"--threads must be at least 1, got {args.threads}.")
     model = load(args.model, backend=args.backend, n_ctx=args.ctx_size, mtp_model=args.mtp_model, threads=args.threads,
-                 activations=args.activations)
+                 activations=args.activations, mtp=args.spec_type != "none")
     return model
 
 

@@ -54,6 +54,14 @@ def test_sidecar_pair_gives_the_same_tokens_as_plain_decoding():
     assert paired["stats"]["accepted"] > 0
 
 
+def test_spec_type_none_loads_no_mtp_head():
+    from mtprun.runner import cli
+
+    args = cli.build_parser().parse_args(["run", str(model_file("tinycoder", "q8_0")), "-p", "x", "--spec-type", "none"])
+    model = cli._load(args)
+    assert not model.has_mtp and cli._draft_depth(args, model) == 0
+
+
 def test_info_describes_the_model():
     proc = _mtprun("info", str(model_file("tiny-qwen35moe", "q4_k_m")))
     assert proc.returncode == 0, proc.stderr
