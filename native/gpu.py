@@ -51,9 +51,10 @@ MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-st
 ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
 Q8_BLOCKS = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
 # The q8_mmt kernels (matmul_q8_mma.cu's MMT_* constants): tokens a block covers with one x plane
-# (half with two), its weight rows and warps, the bytes a staged x row takes, the shared memory under
-# which a block keeps three stages, and per type the bytes a staged weight row of one 256-value chunk takes.
-MMT_TOKENS, MMT_ROWS, MMT_WARPS, MMT_STRIDE, MMT_SHARED_MAX = 64, 64, 8, 288, 220 * 1024 // 2  # 2: MMT_BLOCKS_PER_SM
+# (half with two), its weight rows and warps, the bytes a staged x row takes, the blocks an SM holds,
+# the shared memory under which a block keeps three stages, and per type the bytes a staged weight row of one 256-value chunk takes.
+MMT_TOKENS, MMT_ROWS, MMT_WARPS, MMT_STRIDE, MMT_BLOCKS_PER_SM = 64, 64, 8, 288, 2
+MMT_SHARED_MAX = 220 * 1024 // MMT_BLOCKS_PER_SM
 MMT_SLOTS = {"q8_0": 288, "q4_k": 160, "q5_k": 224, "q6_k": 240}
 
 

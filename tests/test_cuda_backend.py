@@ -203,6 +203,6 @@ def test_the_prompt_pass_kernels_constants_match_gpu_py():
             expr = re.sub(rf"\b{known}\b", str(value), expr)
         assert re.fullmatch(r"[\d\s()*/+-]+", expr), (name, expr)
         values[name] = int(eval(expr.replace("/", "//")))  # digits and operators only (checked above)
-    assert [values[f"MMT_{k}"] for k in ("TOKENS", "ROWS", "WARPS", "STRIDE", "SHARED_MAX")] == [
-        gpu.MMT_TOKENS, gpu.MMT_ROWS, gpu.MMT_WARPS, gpu.MMT_STRIDE, gpu.MMT_SHARED_MAX]
+    assert [values[f"MMT_{k}"] for k in ("TOKENS", "ROWS", "WARPS", "STRIDE", "BLOCKS_PER_SM", "SHARED_MAX")] == [
+        gpu.MMT_TOKENS, gpu.MMT_ROWS, gpu.MMT_WARPS, gpu.MMT_STRIDE, gpu.MMT_BLOCKS_PER_SM, gpu.MMT_SHARED_MAX]
     assert {k[len("MMT_SLOT_"):].lower(): v for k, v in values.items() if k.startswith("MMT_SLOT_")} == gpu.MMT_SLOTS
