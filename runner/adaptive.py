@@ -156,6 +156,9 @@ class AdaptiveDepth:
         self.steps_since_probe = 0
         self.follow_up_probe = follow_up_probe  # steps to the next probe after one that paid
         self._probing: tuple[int, int] | None = None  # (the limit, the choice) a probe was made under
+        self._opening = False  # no step of this generation yet: plain decoding probes on the first
+        self._opening_probe = False  # the probe in flight is a generation's opening one
+        self._steps_before_opening = 0  # steps_since_probe before it
         # The choice is re-derived when a step drafted (acceptance moved), and from fresh costs every
         # `reevaluate_every` steps (costs drift slowly). Each depth's step cost is kept in a table,
         # rebuilt while a cost's window fills, after `reevaluate_every` new samples, or when the pace
@@ -268,9 +271,13 @@ class AdaptiveDepth:
         (resetting that pace each time cost the 0%-acceptance fixtures ~10% in catch-ups); the pace of
         deeper probes restarts (new text: a prompt of code after prose kept depth 1, its probes to 2
         backed off to 128 steps by the prose, where depth 3 was 1.3x faster); a probe or a choice does
-        not carry over."""
+        not carry over. A generation that opens in plain decoding probes depth 1 on its first step,
+        whatever that pace (a bench prompt whose drafts held opened with 32 plain steps, the pace set by
+        the prompt before); a failed opening probe leaves the pace as it was (a model whose drafts never
+        hold pays one draft a generation: ~0.6% of 128 tokens on tiny-qwen35, 2 CPU threads)."""
         self._probing, self._limit = None, -1
         self.probe_intervals[1:] = [self.base_probe_interval] * self.n_max
+        self._opening = True
 
     def choose(self, limit: int) -> int:
         self._age += 1
@@ -279,7 +286,9 @@ class AdaptiveDepth:
         best = self._best
         self.steps_since_probe += 1
         interval = self.base_probe_interval if self._near else self.probe_intervals[best]
-        if self.steps_since_probe >= interval and best < self.n_max and best < limit:
+        opening, self._opening = self._opening and not best, False
+        if (self.steps_since_probe >= interval or opening) and best < self.n_max and best < limit:
+            self._opening_probe, self._steps_before_opening = opening, self.steps_since_probe
             self._probing, self.steps_since_probe = (limit, best), 0
             return best + 1
         return best
@@ -373,6 +382,10 @@ class AdaptiveDepth:
         best, self._near = self._choice(limit)
         self._limit, self._best, self._age = limit, best, 0
         if step.accepted < was:
+            return
+        if self._opening_probe and not step.accepted:
+            # a failed opening probe leaves the pace as the generation before set it
+            self.steps_since_probe = self._steps_before_opening
             return
         if not measured:
             self.steps_since_probe = self.probe_intervals[was] - self.follow_up_probe

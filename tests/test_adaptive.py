@@ -189,6 +189,26 @@ def test_a_new_generation_probes_deeper_again():
     assert chosen[-15:] == [4] * 15
 
 
+def test_a_new_generation_in_plain_decoding_probes_on_its_first_step():
+    """Drafts failed through one generation (plain decoding, probes backed off to the cap); the next
+    generation's first step probes depth 1 all the same: when its drafts hold, it drafts within a few
+    steps (bench prompts started 32 plain steps long), and when they fail, the backed-off pace
+    stands (a model whose drafts never hold pays one probe a generation, not a reset pace)."""
+    policy, chosen = AdaptiveDepth(n_max=4), []
+    _simulate(policy, lambda i: 0.0, 3000, random.Random(5), chosen)
+    assert policy.probe_intervals[0] == policy.max_probe_interval and policy.best_depth(8) == 0
+    policy.begin()
+    since = policy.steps_since_probe
+    chosen = []
+    _simulate(policy, lambda i: 0.0, 1, random.Random(6), chosen)
+    assert chosen == [1]  # the opening probe
+    assert policy.probe_intervals[0] == policy.max_probe_interval and policy.steps_since_probe == since + 1
+    policy.begin()
+    chosen = []
+    _simulate(policy, lambda i: 1.0, 12, random.Random(7), chosen)
+    assert chosen[0] == 1 and chosen[-4:].count(0) == 0
+
+
 def test_probes_that_fail_before_their_new_position_do_not_back_off():
     """At depth 1 with half its drafts rejected, a probe to depth 2 whose first draft fails says
     nothing of position 2: only probes that reach it count."""
