@@ -159,6 +159,9 @@ class AdaptiveDepth:
         self._opening = False  # no step of this generation yet: plain decoding probes on the first
         self._opening_probe = False  # the probe in flight is a generation's opening one
         self._steps_before_opening = 0  # steps_since_probe before it
+        # Generations between opening probes: doubled by each that fails, back to 1 on one that holds.
+        self.opening_interval, self._generations = 1, 0
+        self.max_opening_interval = 64
         # The choice is re-derived when a step drafted (acceptance moved), and from fresh costs every
         # `reevaluate_every` steps (costs drift slowly). Each depth's step cost is kept in a table,
         # rebuilt while a cost's window fills, after `reevaluate_every` new samples, or when the pace
@@ -273,11 +276,13 @@ class AdaptiveDepth:
         backed off to 128 steps by the prose, where depth 3 was 1.3x faster); a probe or a choice does
         not carry over. A generation that opens in plain decoding probes depth 1 on its first step,
         whatever that pace (a bench prompt whose drafts held opened with 32 plain steps, the pace set by
-        the prompt before); a failed opening probe leaves the pace as it was (a model whose drafts never
-        hold pays one draft a generation: ~0.6% of 128 tokens on tiny-qwen35, 2 CPU threads)."""
+        the prompt before). A failed opening probe leaves that pace as it was and doubles the generations
+        to the next opening probe (one a generation cost tiny-qwen35moe, whose drafts never hold and cost
+        2x a plain step, ~3% on 2 CPU threads); one that holds brings them back to every generation."""
         self._probing, self._limit = None, -1
         self.probe_intervals[1:] = [self.base_probe_interval] * self.n_max
-        self._opening = True
+        self._generations += 1
+        self._opening = self._generations >= self.opening_interval
 
     def choose(self, limit: int) -> int:
         self._age += 1
@@ -289,6 +294,8 @@ class AdaptiveDepth:
         opening, self._opening = self._opening and not best, False
         if (self.steps_since_probe >= interval or opening) and best < self.n_max and best < limit:
             self._opening_probe, self._steps_before_opening = opening, self.steps_since_probe
+            if opening:
+                self._generations = 0
             self._probing, self.steps_since_probe = (limit, best), 0
             return best + 1
         return best
@@ -383,10 +390,11 @@ class AdaptiveDepth:
         self._limit, self._best, self._age = limit, best, 0
         if step.accepted < was:
             return
-        if self._opening_probe and not step.accepted:
-            # a failed opening probe leaves the pace as the generation before set it
-            self.steps_since_probe = self._steps_before_opening
-            return
+        if self._opening_probe:
+            self.opening_interval = 1 if step.accepted else min(2 * self.opening_interval, self.max_opening_interval)
+            if not step.accepted:  # the pace of probes out of plain decoding stays as the generations before set it
+                self.steps_since_probe = self._steps_before_opening
+                return
         if not measured:
             self.steps_since_probe = self.probe_intervals[was] - self.follow_up_probe
             return

@@ -192,21 +192,29 @@ def test_a_new_generation_probes_deeper_again():
 def test_a_new_generation_in_plain_decoding_probes_on_its_first_step():
     """Drafts failed through one generation (plain decoding, probes backed off to the cap); the next
     generation's first step probes depth 1 all the same: when its drafts hold, it drafts within a few
-    steps (bench prompts started 32 plain steps long), and when they fail, the backed-off pace
-    stands (a model whose drafts never hold pays one probe a generation, not a reset pace)."""
+    steps (bench prompts opened with 32 plain steps). A failed opening probe keeps the backed-off pace
+    and doubles the generations to the next one (a model whose drafts never hold pays a few, not one
+    a generation)."""
     policy, chosen = AdaptiveDepth(n_max=4), []
     _simulate(policy, lambda i: 0.0, 3000, random.Random(5), chosen)
     assert policy.probe_intervals[0] == policy.max_probe_interval and policy.best_depth(8) == 0
-    policy.begin()
-    since = policy.steps_since_probe
-    chosen = []
-    _simulate(policy, lambda i: 0.0, 1, random.Random(6), chosen)
-    assert chosen == [1]  # the opening probe
-    assert policy.probe_intervals[0] == policy.max_probe_interval and policy.steps_since_probe == since + 1
-    policy.begin()
-    chosen = []
-    _simulate(policy, lambda i: 1.0, 12, random.Random(7), chosen)
-    assert chosen[0] == 1 and chosen[-4:].count(0) == 0
+    openings = []
+    for g in range(40):  # drafts keep failing: opening probes at generations 1, 3, 7, 15, 31
+        policy.begin()
+        since, chosen = policy.steps_since_probe, []
+        _simulate(policy, lambda i: 0.0, 1, random.Random(g), chosen)
+        if chosen == [1]:
+            openings.append(g)
+            assert policy.steps_since_probe == since + 1  # the pace stands
+    assert openings == [0, 2, 6, 14, 30]
+    assert policy.probe_intervals[0] == policy.max_probe_interval
+    for g in range(40, 100):  # drafts hold again: a probe finds it by the next opening one, then drafting goes on
+        policy.begin()
+        chosen = []
+        _simulate(policy, lambda i: 1.0, 12, random.Random(g), chosen)
+        if any(chosen):
+            break
+    assert g <= 62 and chosen[-4:].count(0) == 0
 
 
 def test_probes_that_fail_before_their_new_position_do_not_back_off():
