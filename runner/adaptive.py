@@ -155,10 +155,10 @@ class AdaptiveDepth:
         self.probe_intervals = [probe_interval] * (n_max + 1)
         self.steps_since_probe = 0
         self.follow_up_probe = follow_up_probe  # steps to the next probe after one that paid
-        self._probing: tuple[int, int] | None = None  # (the limit, the choice) a probe was made under
+        # (the limit, the choice) a probe was made under, and for a generation's opening probe the
+        # steps_since_probe it interrupted (else None)
+        self._probing: tuple[int, int, int | None] | None = None
         self._opening = False  # no step of this generation yet: plain decoding probes on the first
-        self._opening_probe = False  # the probe in flight is a generation's opening one
-        self._steps_before_opening = 0  # steps_since_probe before it
         # Generations between opening probes: doubled by each that fails, back to 1 on one that holds.
         self.opening_interval, self._generations = 1, 0
         self.max_opening_interval = 64
@@ -293,10 +293,10 @@ class AdaptiveDepth:
         interval = self.base_probe_interval if self._near else self.probe_intervals[best]
         opening, self._opening = self._opening and not best, False
         if (self.steps_since_probe >= interval or opening) and best < self.n_max and best < limit:
-            self._opening_probe, self._steps_before_opening = opening, self.steps_since_probe
             if opening:
                 self._generations = 0
-            self._probing, self.steps_since_probe = (limit, best), 0
+            self._probing = (limit, best, self.steps_since_probe if opening else None)
+            self.steps_since_probe = 0
             return best + 1
         return best
 
@@ -384,16 +384,16 @@ class AdaptiveDepth:
         about it: the pace stays (doubling it there kept a prompt whose every draft was accepted at
         depth 1 for 65 steps). A probe at a batch size not yet measured (its first step is a warm-up, no
         cost sample) is followed by another soon, which measures it."""
-        limit, was = self._probing
+        limit, was, paced = self._probing
         self._probing = None
         best, self._near = self._choice(limit)
         self._limit, self._best, self._age = limit, best, 0
         if step.accepted < was:
             return
-        if self._opening_probe:
+        if paced is not None:  # an opening probe
             self.opening_interval = 1 if step.accepted else min(2 * self.opening_interval, self.max_opening_interval)
             if not step.accepted:  # the pace of probes out of plain decoding stays as the generations before set it
-                self.steps_since_probe = self._steps_before_opening
+                self.steps_since_probe = paced
                 return
         if not measured:
             self.steps_since_probe = self.probe_intervals[was] - self.follow_up_probe
