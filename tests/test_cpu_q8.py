@@ -50,14 +50,15 @@ def test_integer_decoding_of_the_model_matches_gguf_py(qtype):
     assert np.array_equal(q8_model.dequantize(qtype, ints), ref)
 
 
+@pytest.mark.parametrize("n", [11, 37])  # 37: a long batch (tokens in the lanes, where the CPU has the kernel)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("qtype", Q8_TYPES, ids=lambda t: t.name)
-def test_q8_matmul_is_the_numpy_model_bit_for_bit(simd, qtype, mode):
+def test_q8_matmul_is_the_numpy_model_bit_for_bit(simd, qtype, mode, n):
     """Every SIMD level computes the model's bits, so scalar, AVX2 and AVX-512 VNNI agree bit for bit."""
     rng = np.random.default_rng(400 + int(qtype))
     m, k = 37, 800 if qtype == T.Q8_0 else 768  # 800: 25 blocks, a partial group of 8
     w = random_weight(qtype, (m, k), rng)
-    x = _activations(rng, 11, k)
+    x = _activations(rng, n, k)
     be = CpuBackend(2, mode)
     be.load_weights({"w": w})
     ours = _matmul(be, x, m)

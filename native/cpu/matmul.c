@@ -24,14 +24,19 @@ typedef struct {
 } q8_rows;
 
 /* Token i as rows planes * i + c: c = 0 quantizes x; c = 1 (MTP_ACT_Q8X2) quantizes what plane 0
- * left out, x - d * q, so that d0 * q0 + d1 * q1 holds x to ~1/250 of plane 0's rounding. */
-static q8_rows quantize_rows(mtp_pool *p, int planes, int block, int64_t k, const float *x, int64_t n, int64_t ldx) {
+ * left out, x - d * q, so that d0 * q0 + d1 * q1 holds x to ~1/250 of plane 0's rounding. `extra`:
+ * bytes after the rows (64-byte aligned) for the caller, at *extra_at. */
+static q8_rows quantize_rows(mtp_pool *p, int planes, int block, int64_t k, const float *x, int64_t n, int64_t ldx,
+                             size_t extra, void **extra_at) {
     const int64_t nb = k / block, ns = block == 256 ? k / 16 : 0, rows = n * planes;
-    float *r = mtp_scratch(p, (size_t)(4 * k + rows * (nb * 4 + ns * 2 + k)));  /* r: one row's residual */
+    const size_t bytes = (size_t)(4 * k + rows * (nb * 4 + ns * 2 + k));
+    float *r = mtp_scratch(p, bytes + (extra ? 64 + extra : 0));  /* r: one row's residual */
     q8_rows a;
     a.d = r + k;
     a.s = (int16_t *)(a.d + rows * nb);
     a.q = (int8_t *)(a.s + rows * ns);
+    if (extra)
+        *extra_at = (void *)(((uintptr_t)r + bytes + 63) & ~(uintptr_t)63);
     for (int64_t i = 0; i < n; i++) {
         const int64_t v = planes * i;
         mtp_k.quant(x + i * ldx, k, block, a.q + v * k, a.d + v * nb, a.s + v * ns);
@@ -44,6 +49,34 @@ static q8_rows quantize_rows(mtp_pool *p, int planes, int block, int64_t k, cons
     return a;
 }
 
+/* A long batch, one int8 plane, on a qgemm: the batch re-laid as groups of MTP_LANES tokens, then
+ * each chunk of weight rows against every group while the chunk is in L1 / L2 (the groups, n * k
+ * bytes, stream from L2). */
+static void matmul_lanes(mtp_pool *p, const void *w, int type, int64_t lo, int64_t hi, int64_t k, const float *x, int64_t n,
+                         int64_t ldx, float *out, int64_t ldo, int64_t chunk) {
+    const int64_t groups = (n + MTP_LANES - 1) / MTP_LANES, nb = k / MTP_Q8_BLOCK(type), row_bytes = mtp_row_bytes(type, k);
+    const size_t group_bytes = (size_t)(k * MTP_LANES + nb * MTP_LANES * 4);
+    void *lanes = NULL;
+    const q8_rows a = quantize_rows(p, 1, MTP_Q8_BLOCK(type), k, x, n, ldx, (size_t)groups * group_bytes, &lanes);
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *xl = (uint8_t *)lanes + g * group_bytes;
+        const int64_t t0 = g * MTP_LANES;
+        mtp_k.qlanes[type](a.q, a.d, t0, n - t0 < MTP_LANES ? (int)(n - t0) : MTP_LANES, k, xl, (float *)(xl + k * MTP_LANES));
+    }
+    float res[MTP_LANES * Q8_MAX_ROWS];
+    for (int64_t j = lo; j < hi; j += chunk) {
+        const int64_t nr = hi - j < chunk ? hi - j : chunk;
+        for (int64_t g = 0; g < groups; g++) {
+            const uint8_t *xl = (const uint8_t *)lanes + g * group_bytes;
+            mtp_k.qgemm[type]((const uint8_t *)w + j * row_bytes, row_bytes, nr, xl, (const float *)(xl + k * MTP_LANES), k, res);
+            const int64_t t0 = g * MTP_LANES, count = n - t0 < MTP_LANES ? n - t0 : MTP_LANES;
+            for (int64_t l = 0; l < count; l++)
+                for (int64_t r = 0; r < nr; r++)
+                    out[(t0 + l) * ldo + j + r] = res[MTP_LANES * r + l];
+        }
+    }
+}
+
 /* Weight rows [lo, hi) against int8 activations (mtp.h): every part quantizes the whole batch (the
  * same bits in every part), then one path for any n: a few weight rows at a time, while they are in
  * L1, against every group of four activation rows (with two planes, two tokens: each weight block
@@ -54,7 +87,11 @@ static void matmul_q8(mtp_pool *p, int planes, const void *w, int type, int64_t 
     const int64_t nb = k / block, ns = block == 256 ? k / 16 : 0, row_bytes = mtp_row_bytes(type, k), rows = n * planes;
     int64_t chunk = Q8_ROW_BYTES / row_bytes < FUSED_ROWS ? FUSED_ROWS : Q8_ROW_BYTES / row_bytes;
     chunk = chunk > Q8_MAX_ROWS ? Q8_MAX_ROWS : chunk;
-    const q8_rows a = quantize_rows(p, planes, block, k, x, n, ldx);
+    if (planes == 1 && n >= MTP_LANES && mtp_k.qgemm[type]) {
+        matmul_lanes(p, w, type, lo, hi, k, x, n, ldx, out, ldo, chunk);
+        return;
+    }
+    const q8_rows a = quantize_rows(p, planes, block, k, x, n, ldx, 0, NULL);
     float part[4 * Q8_MAX_ROWS];  /* two planes: both products of two tokens */
     for (int64_t j = lo; j < hi; j += chunk) {
         const uint8_t *wj = (const uint8_t *)w + j * row_bytes;

@@ -142,6 +142,14 @@ typedef void (*mtp_quant_fn)(const float *x, int64_t k, int block, int8_t *q, fl
 typedef void (*mtp_qdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const int8_t *q, const float *d, const int16_t *s,
                             int nt, int64_t k, float *out, int64_t ldo);
 
+/* Long batches (q8_lanes.c): tokens t0 .. t0 + count - 1 (count <= MTP_LANES) of a quantized batch
+ * re-laid for a qgemm (xl: k * MTP_LANES bytes, dl: k / 32 * MTP_LANES floats, the rest padding) */
+#define MTP_LANES 16
+typedef void (*mtp_qlanes_fn)(const int8_t *q, const float *d, int64_t t0, int count, int64_t k, uint8_t *xl, float *dl);
+/* res[MTP_LANES * r + l] = the product of weight row r < nr with lane l's token, bit-identical to qdot */
+typedef void (*mtp_qgemm_fn)(const void *w, int64_t row_bytes, int64_t nr, const uint8_t *xl, const float *dl, int64_t k,
+                             float *res);
+
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
@@ -152,6 +160,8 @@ typedef struct {
     mtp_vdot_fn vdot[T_COUNT];        /* fused decode-and-dot; NULL: decode a tile, then dot */
     mtp_quant_fn quant;               /* one token row to int8 blocks */
     mtp_qdot_fn qdot[T_COUNT];        /* int8-activation products; NULL: f32 activations */
+    mtp_qlanes_fn qlanes[T_COUNT];    /* with qgemm: long batches, tokens in the lanes; NULL: qdot */
+    mtp_qgemm_fn qgemm[T_COUNT];
 } mtp_kernels;
 extern mtp_kernels mtp_k;
 /* A SIMD level's table entries for its decoders, each file's own static deq_<type> functions */
@@ -178,6 +188,7 @@ void mtp_kernels_scalar(mtp_kernels *k);
 void mtp_q8_scalar(mtp_kernels *k);          /* q8.c: the reference quantizer and qdots */
 void mtp_q8_avx2(mtp_kernels *k);            /* q8_avx2.c (AVX2 CPUs only) */
 int mtp_q8_vnni(mtp_kernels *k);             /* q8_vnni.c: 0 where the CPU lacks AVX-512 VNNI + VL */
+void mtp_q8_lanes_vnni(mtp_kernels *k);      /* q8_lanes.c: its qlanes / qgemm (with mtp_q8_vnni only) */
 int mtp_kernels_avx2(mtp_kernels *k);        /* 0 where the CPU or compiler lacks AVX2/FMA/F16C */
 void mtp_fused_avx2(mtp_kernels *k);         /* fused_avx2.c: the vdot and kdot entries (AVX2 CPUs only) */
 /* fused_avx512.c, on top of the AVX2 table: bit-identical AVX-512 twins of some of its kernels;

@@ -19,6 +19,7 @@ int mtp_q8_vnni(mtp_kernels *kt) {
     if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl"))
         return 0;
     install_vnni(kt);
+    mtp_q8_lanes_vnni(kt);
     return 1;
 }
 
