@@ -50,31 +50,23 @@ static q8_rows quantize_rows(mtp_pool *p, int planes, int block, int64_t k, cons
 }
 
 /* A long batch, one int8 plane, on a qgemm: the batch re-laid as groups of MTP_LANES tokens, then
- * each chunk of weight rows against every group while the chunk is in L1 / L2 (the groups, n * k
- * bytes, stream from L2). */
+ * each chunk of weight rows against every group while the chunk is in L1 / L2 (the groups, about
+ * n * k bytes, stream from L2). */
 static void matmul_lanes(mtp_pool *p, const void *w, int type, int64_t lo, int64_t hi, int64_t k, const float *x, int64_t n,
                          int64_t ldx, float *out, int64_t ldo, int64_t chunk) {
-    const int64_t groups = (n + MTP_LANES - 1) / MTP_LANES, nb = k / MTP_Q8_BLOCK(type), row_bytes = mtp_row_bytes(type, k);
-    const size_t group_bytes = (size_t)(k * MTP_LANES + nb * MTP_LANES * 4);
+    const int block = MTP_Q8_BLOCK(type);
+    const int64_t groups = (n + MTP_LANES - 1) / MTP_LANES, group_bytes = MTP_QLANES_BYTES(k, block);
+    const int64_t row_bytes = mtp_row_bytes(type, k);
     void *lanes = NULL;
-    const q8_rows a = quantize_rows(p, 1, MTP_Q8_BLOCK(type), k, x, n, ldx, (size_t)groups * group_bytes, &lanes);
+    const q8_rows a = quantize_rows(p, 1, block, k, x, n, ldx, (size_t)(groups * group_bytes + MTP_QGEMM_WORK(k)), &lanes);
     for (int64_t g = 0; g < groups; g++) {
-        uint8_t *xl = (uint8_t *)lanes + g * group_bytes;
         const int64_t t0 = g * MTP_LANES;
-        mtp_k.qlanes[type](a.q, a.d, t0, n - t0 < MTP_LANES ? (int)(n - t0) : MTP_LANES, k, xl, (float *)(xl + k * MTP_LANES));
+        mtp_k.qlanes[type](a.q, a.d, a.s, t0, n - t0 < MTP_LANES ? (int)(n - t0) : MTP_LANES, k, (uint8_t *)lanes + g * group_bytes);
     }
-    float res[MTP_LANES * Q8_MAX_ROWS];
-    for (int64_t j = lo; j < hi; j += chunk) {
-        const int64_t nr = hi - j < chunk ? hi - j : chunk;
-        for (int64_t g = 0; g < groups; g++) {
-            const uint8_t *xl = (const uint8_t *)lanes + g * group_bytes;
-            mtp_k.qgemm[type]((const uint8_t *)w + j * row_bytes, row_bytes, nr, xl, (const float *)(xl + k * MTP_LANES), k, res);
-            const int64_t t0 = g * MTP_LANES, count = n - t0 < MTP_LANES ? n - t0 : MTP_LANES;
-            for (int64_t l = 0; l < count; l++)
-                for (int64_t r = 0; r < nr; r++)
-                    out[(t0 + l) * ldo + j + r] = res[MTP_LANES * r + l];
-        }
-    }
+    void *work = (uint8_t *)lanes + groups * group_bytes;
+    for (int64_t j = lo; j < hi; j += chunk)
+        mtp_k.qgemm[type]((const uint8_t *)w + j * row_bytes, row_bytes, hi - j < chunk ? hi - j : chunk, lanes, group_bytes, n, k,
+                          out + j, ldo, work);
 }
 
 /* Weight rows [lo, hi) against int8 activations (mtp.h): every part quantizes the whole batch (the

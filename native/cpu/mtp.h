@@ -143,12 +143,16 @@ typedef void (*mtp_qdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const 
                             int nt, int64_t k, float *out, int64_t ldo);
 
 /* Long batches (q8_lanes.c): tokens t0 .. t0 + count - 1 (count <= MTP_LANES) of a quantized batch
- * re-laid for a qgemm (xl: k * MTP_LANES bytes, dl: k / 32 * MTP_LANES floats, the rest padding) */
+ * (q, d, s as mtp_qdot_fn takes them) re-laid as one lane group of MTP_QLANES_BYTES(k, block) bytes */
 #define MTP_LANES 16
-typedef void (*mtp_qlanes_fn)(const int8_t *q, const float *d, int64_t t0, int count, int64_t k, uint8_t *xl, float *dl);
-/* res[MTP_LANES * r + l] = the product of weight row r < nr with lane l's token, bit-identical to qdot */
-typedef void (*mtp_qgemm_fn)(const void *w, int64_t row_bytes, int64_t nr, const uint8_t *xl, const float *dl, int64_t k,
-                             float *res);
+#define MTP_QLANES_BYTES(k, block) ((k) * MTP_LANES + (k) / (block) * MTP_LANES * 4 + ((block) == 256 ? (k) / 32 * MTP_LANES * 4 : 0))
+typedef void (*mtp_qlanes_fn)(const int8_t *q, const float *d, const int16_t *s, int64_t t0, int count, int64_t k, uint8_t *xl);
+/* out[t * ldo + r] for weight rows r < nr and the n tokens, from their lane groups (group_bytes apart),
+ * bit-identical to qdot; work: MTP_QGEMM_WORK(k) bytes of the caller's scratch */
+#define MTP_QGEMM_ROWS 8  /* K-quant rows a qgemm decodes at a time */
+#define MTP_QGEMM_WORK(k) (MTP_QGEMM_ROWS * ((k) + (k) / 16 * 4 + (k) / 32 * 4 + (k) / 256 * 12))
+typedef void (*mtp_qgemm_fn)(const void *w, int64_t row_bytes, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
+                             int64_t k, float *out, int64_t ldo, void *work);
 
 typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
