@@ -149,8 +149,8 @@ typedef void (*mtp_qdot_fn)(const void *w, int64_t row_bytes, int64_t nr, const 
 typedef void (*mtp_qlanes_fn)(const int8_t *q, const float *d, const int16_t *s, int64_t t0, int count, int64_t k, uint8_t *xl);
 /* out[t * ldo + r] for weight rows r < nr and the n tokens, from their lane groups (group_bytes apart),
  * bit-identical to qdot; work: MTP_QGEMM_WORK(k) bytes of the caller's scratch */
-#define MTP_QGEMM_ROWS 8  /* K-quant rows a qgemm decodes at a time */
-#define MTP_QGEMM_WORK(k) (MTP_QGEMM_ROWS * ((k) + (k) / 16 * 4 + (k) / 32 * 4 + (k) / 256 * 12))
+#define MTP_QGEMM_ROWS 8  /* weight rows a qgemm decodes at a time */
+#define MTP_QGEMM_WORK(k) (MTP_QGEMM_ROWS * ((k) + (k) / 16 * 4 + (k) / 32 * 8 + (k) / 256 * 8))
 typedef void (*mtp_qgemm_fn)(const void *w, int64_t row_bytes, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
                              int64_t k, float *out, int64_t ldo, void *work);
 

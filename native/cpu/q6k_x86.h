@@ -1,4 +1,4 @@
-/* Q6_K's 6-bit quants in AVX2 registers, shared by the AVX2 and AVX-512 fused kernels. */
+/* K-quant values in AVX2 registers, shared by the AVX2 and AVX-512 kernels. */
 #ifndef Q6K_X86_H
 #define Q6K_X86_H
 
@@ -15,6 +15,18 @@ MTP_AVX2 __attribute__((always_inline)) static inline __m256i q6_k_group(const u
     /* bits 2g, 2g + 1 of qh moved straight to bits 4, 5 */
     __m256i hi = g < 2 ? _mm256_slli_epi16(qh, 4 - 2 * g) : g == 2 ? qh : _mm256_srli_epi16(qh, 2);
     return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, top)), off);
+}
+
+/* Q4_K / Q5_K sub-blocks 2p and 2p + 1 (p = 0..3) as bytes: the low and high nibbles of the 32 bytes w
+ * at qs + 32p, and for Q5_K (q5) bits 2p and 2p + 1 of the 32 qh bytes hb as the fifth bit. */
+MTP_AVX2 __attribute__((always_inline)) static inline void k45_pair(__m256i w, __m256i hb, int p, int q5, __m256i *v0, __m256i *v1) {
+    const __m256i nib = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
+    *v0 = _mm256_and_si256(w, nib);
+    *v1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), nib);
+    if (q5) {
+        *v0 = _mm256_or_si256(*v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p), one), 4));
+        *v1 = _mm256_or_si256(*v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p + 1), one), 4));
+    }
 }
 
 #endif

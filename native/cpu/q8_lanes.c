@@ -5,12 +5,13 @@
  * lane with no reduction. The float steps are mtp.h's, lane by lane, so a token's bits are those of
  * every other kernel (and of its own decode step).
  *
- * vpdpbusd multiplies unsigned by signed bytes. Q8_0: the tokens' quants go in as x + 128 (x ^ 0x80)
- * against the signed weights, and each block's sum takes back 128 * (its weights' sum). K-quants: the
- * weights' unsigned values against the tokens' signed quants; Q6_K's q - 32 as q, then 32 * (the
- * tokens' 16-value sums) taken back per scale. Every sum is exact in int32, as in the scalar kernels.
+ * vpdpbusd multiplies unsigned by signed bytes: the tokens' quants go in as x + 128 (x ^ 0x80), so
+ * that the weight quads (the signed operand) broadcast straight from memory, and each sum takes back
+ * 128 * (the sum of its weights), once per row for the whole batch. Q6_K's q - 32 goes in as q, then
+ * 32 * (the tokens' 16-value sums) is taken back per scale. Every sum is exact in int32, as in the
+ * scalar kernels.
  *
- * A K-quant row is decoded once (values as bytes, scales as ints) for all the batch's lane groups. */
+ * A weight row is decoded once (values as bytes, scales as ints) for all the batch's lane groups. */
 #include "mtp.h"
 
 #if defined(MTP_X86)
@@ -70,6 +71,27 @@ LANES_INLINE void scatter(const __m512 *acc, int R, int64_t count, float *out, i
             out[l * ldo + r] = v[r][l];
 }
 
+/* MTP_QGEMM_ROWS weight rows are decoded at a time (in `work`: mtp.h's MTP_QGEMM_WORK(k) bytes), each to
+ * v, one byte per value, and its scales: Q8_0, sc: per 32 values what the tokens' offset of 128 adds
+ * (128 * the sum of the weights), d the block scale; Q4_K / Q5_K, sc_j per 32 values, Q6_K sc_g per
+ * 16; pair, per 32 values, Q4_K / Q5_K (mn_j, mn_j), Q6_K (sc_2j, sc_2j+1) as int16 pairs; per 256:
+ * corr, 128 * sum sc * (the sum of its values), what the offset adds; d, dmin. */
+typedef struct {
+    uint8_t *v;
+    int32_t *sc, *pair, *corr;
+    float *d, *dmin;
+} decoded_row;
+
+static decoded_row decoded_at(void *work, int64_t k, int r) {
+    uint8_t *base = (uint8_t *)work + (size_t)r * MTP_QGEMM_WORK(k) / MTP_QGEMM_ROWS;
+    decoded_row row = {base, (int32_t *)(base + k), NULL, NULL, NULL, NULL};
+    row.pair = row.sc + k / 16;
+    row.corr = row.pair + k / 32;
+    row.d = (float *)(row.corr + k / 256);
+    row.dmin = row.d + k / 32;
+    return row;
+}
+
 /* ---- Q8_0 */
 
 /* 128 * the sum of a block's 32 signed weights: sad_epu8 sums the weights plus 128 as unsigned bytes */
@@ -80,10 +102,16 @@ LANES_INLINE int32_t q8_0_offset(const uint8_t *blk) {
     return 128 * ((int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 32 * 128);
 }
 
-/* R (1 or 2) rows against one lane group: mtp.h's lane sums L_c, then its tree. off, dw: each row's
- * blocks' offsets (q8_0_offset) and scales, nb apart. */
-LANES_INLINE void q8_0_rows(const uint8_t *w, int64_t rb, int R, const int32_t *off, const float *dw, const uint8_t *xl, int64_t k,
-                            __m512 *out) {
+LANES_TARGET static void decode_q8_0(const uint8_t *b, int64_t k, const decoded_row *row) {
+    for (int64_t i = 0; i < k / 32; i++, b += 34) {
+        __builtin_memcpy(row->v + 32 * i, b + 2, 32);
+        row->sc[i] = q8_0_offset(b);
+        row->d[i] = half_at(b);
+    }
+}
+
+/* R (1 or 2) decoded rows against one lane group: mtp.h's lane sums L_c, then its tree */
+LANES_INLINE void q8_0_rows(const decoded_row *rows, int R, const uint8_t *xl, int64_t k, __m512 *out) {
     const int64_t nb = k / 32, padded = (nb + 7) / 8 * 8;
     const float *dl = (const float *)(xl + 16 * k);
     __m512 L[2][8];
@@ -104,12 +132,12 @@ LANES_INLINE void q8_0_rows(const uint8_t *w, int64_t rb, int R, const int32_t *
             for (int i = 0; i < 8; i++) {
                 const __m512i xv = _mm512_loadu_si512((const void *)(xl + 512 * b + 64 * i));
                 for (int r = 0; r < R; r++)
-                    acc[r] = _mm512_dpbusd_epi32(acc[r], xv, _mm512_set1_epi32(quad_at(w + r * rb + 34 * b + 2 + 4 * i)));
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], xv, _mm512_set1_epi32(quad_at(rows[r].v + 32 * b + 4 * i)));
             }
             const __m512 dx = _mm512_loadu_ps(dl + 16 * b);
             for (int r = 0; r < R; r++) {
-                const __m512i isum = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(off[r * nb + b]));
-                L[r][c] = _mm512_add_ps(L[r][c], _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(dw[r * nb + b]), dx), _mm512_cvtepi32_ps(isum)));
+                const __m512i isum = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(rows[r].sc[b]));
+                L[r][c] = _mm512_add_ps(L[r][c], _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(rows[r].d[b]), dx), _mm512_cvtepi32_ps(isum)));
             }
         }
     }
@@ -118,53 +146,7 @@ LANES_INLINE void q8_0_rows(const uint8_t *w, int64_t rb, int R, const int32_t *
                                _mm512_add_ps(_mm512_add_ps(L[r][1], L[r][5]), _mm512_add_ps(L[r][3], L[r][7])));
 }
 
-/* MTP_QGEMM_ROWS rows at a time: their offsets and scales into work, then every lane group */
-LANES_TARGET static void gemm_q8_0(const void *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
-                                   int64_t k, float *out, int64_t ldo, void *work) {
-    const int64_t nb = k / 32;
-    int32_t *off = work;
-    float *dw = (float *)(off + MTP_QGEMM_ROWS * nb);
-    for (int64_t r0 = 0; r0 < nr; r0 += MTP_QGEMM_ROWS) {
-        const int rows = nr - r0 < MTP_QGEMM_ROWS ? (int)(nr - r0) : MTP_QGEMM_ROWS;
-        const uint8_t *w0 = (const uint8_t *)w + r0 * rb;
-        for (int r = 0; r < rows; r++)
-            for (int64_t b = 0; b < nb; b++) {
-                off[r * nb + b] = q8_0_offset(w0 + r * rb + 34 * b);
-                dw[r * nb + b] = half_at(w0 + r * rb + 34 * b);
-            }
-        const uint8_t *xl = lanes;
-        for (int64_t t0 = 0; t0 < n; t0 += 16, xl += group_bytes) {
-            const int64_t count = n - t0 < 16 ? n - t0 : 16;
-            for (int r = 0; r < rows;) {
-                const int R = rows - r >= 2 ? 2 : 1;
-                __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                q8_0_rows(w0 + r * rb, rb, R, off + r * nb, dw + r * nb, xl, k, acc);
-                scatter(acc, R, count, out + t0 * ldo + r0 + r, ldo);
-                r += R;
-            }
-        }
-    }
-}
-
-/* ---- K-quants: MTP_QGEMM_ROWS rows decoded, each to v (one byte per value) and its integer scales:
- * sc, Q4_K / Q5_K sc_j per 32 values, Q6_K sc_g per 16; pair, per 32 values, Q4_K / Q5_K (mn_j, mn_j),
- * Q6_K (sc_2j, sc_2j+1) as int16 pairs; per 256: corr, 128 * sum sc * (the sum of its values), what the
- * tokens' offset of 128 adds; d, dmin (in `work`: mtp.h's MTP_QGEMM_WORK(k) bytes) */
-typedef struct {
-    uint8_t *v;
-    int32_t *sc, *pair, *corr;
-    float *d, *dmin;
-} decoded_row;
-
-static decoded_row decoded_at(void *work, int64_t k, int r) {
-    uint8_t *base = (uint8_t *)work + (size_t)r * MTP_QGEMM_WORK(k) / MTP_QGEMM_ROWS;
-    decoded_row row = {base, (int32_t *)(base + k), NULL, NULL, NULL, NULL};
-    row.pair = row.sc + k / 16;
-    row.corr = row.pair + k / 32;
-    row.d = (float *)(row.corr + k / 256);
-    row.dmin = row.d + k / 256;
-    return row;
-}
+/* ---- K-quants */
 
 /* 128 * the sum over a 256-block's scales of sc * (the sum of its `span` values) */
 LANES_INLINE int32_t scaled_offset(const uint8_t *v, const int32_t *sc, int span) {
@@ -182,7 +164,6 @@ LANES_INLINE int32_t scaled_offset(const uint8_t *v, const int32_t *sc, int span
 }
 
 LANES_TARGET static void decode_k45(const uint8_t *b, int q5, int64_t k, const decoded_row *row) {
-    const __m256i nib = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
     uint8_t *v = row->v;
     for (int64_t i = 0; i < k / 256; i++, b += q5 ? 176 : 144, v += 256) {
         for (int j = 0; j < 8; j++) {
@@ -195,13 +176,9 @@ LANES_TARGET static void decode_k45(const uint8_t *b, int q5, int64_t k, const d
         row->dmin[i] = half_at(b + 2);
         const uint8_t *qs = b + (q5 ? 48 : 16);
         const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
-        for (int p = 0; p < 4; p++) {  /* sub-blocks 2p, 2p + 1: the low and high nibbles */
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-            __m256i v0 = _mm256_and_si256(w, nib), v1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), nib);
-            if (q5) {
-                v0 = _mm256_or_si256(v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p), one), 4));
-                v1 = _mm256_or_si256(v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p + 1), one), 4));
-            }
+        for (int p = 0; p < 4; p++) {
+            __m256i v0, v1;
+            k45_pair(_mm256_loadu_si256((const __m256i *)(qs + 32 * p)), hb, p, q5, &v0, &v1);
             _mm256_storeu_si256((__m256i *)(v + 64 * p), v0);
             _mm256_storeu_si256((__m256i *)(v + 64 * p + 32), v1);
         }
@@ -270,7 +247,7 @@ LANES_INLINE void kquant_rows(const decoded_row *rows, int R, int q6, const uint
     }
 }
 
-LANES_INLINE void gemm_kquant(int type, const uint8_t *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes,
+LANES_INLINE void gemm_lanes(int type, const uint8_t *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes,
                               int64_t n, int64_t k, float *out, int64_t ldo, void *work) {
     decoded_row dec[MTP_QGEMM_ROWS];
     for (int r = 0; r < MTP_QGEMM_ROWS; r++)
@@ -279,7 +256,9 @@ LANES_INLINE void gemm_kquant(int type, const uint8_t *w, int64_t rb, int64_t nr
         const int rows = nr - r0 < MTP_QGEMM_ROWS ? (int)(nr - r0) : MTP_QGEMM_ROWS;
         for (int r = 0; r < rows; r++) {
             const uint8_t *b = w + (r0 + r) * rb;
-            if (type == T_Q6_K)
+            if (type == T_Q8_0)
+                decode_q8_0(b, k, &dec[r]);
+            else if (type == T_Q6_K)
                 decode_q6_k(b, k, &dec[r]);
             else
                 decode_k45(b, type == T_Q5_K, k, &dec[r]);
@@ -290,7 +269,10 @@ LANES_INLINE void gemm_kquant(int type, const uint8_t *w, int64_t rb, int64_t nr
             for (int r = 0; r < rows;) {
                 const int R = rows - r >= 2 ? 2 : 1;
                 __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                kquant_rows(dec + r, R, type == T_Q6_K, xl, k, acc);
+                if (type == T_Q8_0)
+                    q8_0_rows(dec + r, R, xl, k, acc);
+                else
+                    kquant_rows(dec + r, R, type == T_Q6_K, xl, k, acc);
                 scatter(acc, R, count, out + t0 * ldo + r0 + r, ldo);
                 r += R;
             }
@@ -298,20 +280,16 @@ LANES_INLINE void gemm_kquant(int type, const uint8_t *w, int64_t rb, int64_t nr
     }
 }
 
-LANES_TARGET static void gemm_q4_k(const void *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
-                                   int64_t k, float *out, int64_t ldo, void *work) {
-    gemm_kquant(T_Q4_K, w, rb, nr, lanes, group_bytes, n, k, out, ldo, work);
-}
-
-LANES_TARGET static void gemm_q5_k(const void *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
-                                   int64_t k, float *out, int64_t ldo, void *work) {
-    gemm_kquant(T_Q5_K, w, rb, nr, lanes, group_bytes, n, k, out, ldo, work);
-}
-
-LANES_TARGET static void gemm_q6_k(const void *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes, int64_t n,
-                                   int64_t k, float *out, int64_t ldo, void *work) {
-    gemm_kquant(T_Q6_K, w, rb, nr, lanes, group_bytes, n, k, out, ldo, work);
-}
+/* mtp_qgemm_fn for one type */
+#define GEMM_OF(name, type)                                                                                      \
+    LANES_TARGET static void name(const void *w, int64_t rb, int64_t nr, const uint8_t *lanes, int64_t group_bytes, \
+                                  int64_t n, int64_t k, float *out, int64_t ldo, void *work) {                  \
+        gemm_lanes(type, w, rb, nr, lanes, group_bytes, n, k, out, ldo, work);                                  \
+    }
+GEMM_OF(gemm_q8_0, T_Q8_0)
+GEMM_OF(gemm_q4_k, T_Q4_K)
+GEMM_OF(gemm_q5_k, T_Q5_K)
+GEMM_OF(gemm_q6_k, T_Q6_K)
 
 void mtp_q8_lanes_vnni(mtp_kernels *kt) {
     kt->qlanes[T_Q8_0] = lanes_q8_0;

@@ -155,7 +155,6 @@ Q8_INLINE void Q8_NAME(block_start)(const uint8_t *ahead, int64_t i, int64_t lin
  * two sub-blocks at a time); the mins against the tokens' sub-block sums (lane_tables) */
 Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, const int8_t *q, const float *dT,
                                  const __m256i *xs, int nt, int64_t k, float *out, int64_t ldo) {
-    const __m256i nib = _mm256_set1_epi8(0xf), one = _mm256_set1_epi8(1);
     __m256 acc = _mm256_setzero_ps();
     const int64_t nbk = k / 256, lines = R * rb / 64;
     const uint8_t *ahead = Q8_NAME(ahead)(b, R * rb);
@@ -174,12 +173,8 @@ Q8_INLINE void Q8_NAME(k45_rows)(const uint8_t *b, int64_t rb, int R, int q5, co
             const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(br + 16)) : _mm256_setzero_si256();
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {  /* sub-blocks 2p, 2p + 1: the low and high nibbles */
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-                __m256i v0 = _mm256_and_si256(w, nib), v1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), nib);
-                if (q5) {
-                    v0 = _mm256_or_si256(v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p), one), 4));
-                    v1 = _mm256_or_si256(v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * p + 1), one), 4));
-                }
+                __m256i v0, v1;
+                k45_pair(_mm256_loadu_si256((const __m256i *)(qs + 32 * p)), hb, p, q5, &v0, &v1);
                 const int8_t a = (int8_t)(2 * p), c = (int8_t)(2 * p + 1);
                 const __m256i s0 = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | a)));  /* sc_2p in every int16 */
                 const __m256i s1 = _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | c)));
