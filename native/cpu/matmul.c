@@ -143,11 +143,14 @@ void mtp_matmul_rows(mtp_pool *p, int act, int part, int nparts, const void *w, 
                 mtp_k.dequant[type](src, buf + (j - j0) * stride, k);
         }
         /* measured: the factored kernels keep four tokens' accumulators in AVX2's registers,
-         * dotn's four-accumulator dots three */
-        const int group = factored ? 4 : 3;
+         * dotn's four-accumulator dots three; dotn2 two rows against four */
+        const int pairs = !factored && mtp_k.dotn2 && k % 32 == 0, group = factored || pairs ? 4 : 3;
         for (int64_t i = 0; i < n; i += group) {
             int nt = n - i >= group ? group : (int)(n - i);
-            for (int64_t j = j0; j < j1; j++) {
+            int64_t j = j0;
+            for (; pairs && j + 2 <= j1; j += 2)
+                mtp_k.dotn2(rows + (j - j0) * stride, stride, x + i * ldx, ldx, nt, k, out + i * ldo + j, ldo);
+            for (; j < j1; j++) {
                 const float *r = rows + (j - j0) * stride;
                 if (factored)
                     mtp_k.kdot(r, r + k, x + i * ldx, ldx, X + i * nb, nb, nt, k, out + i * ldo + j, ldo);

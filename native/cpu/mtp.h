@@ -93,6 +93,8 @@ typedef void (*mtp_dequant_fn)(const void *src, float *dst, int64_t k);
 typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
 /* out[t * ldo] = dot(w, x + t * ldx) for t < nt (1..4), each bit-identical to dot */
 typedef void (*mtp_dotn_fn)(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
+/* dotn for two rows, w and w + ldw: out[t * ldo + r], k a multiple of 32 */
+typedef void (*mtp_dotn2_fn)(const float *w, int64_t ldw, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
 /* X[b] = sum of x[32b .. 32b + 31], for b < k / 32 */
 typedef void (*mtp_sums_fn)(const float *x, int64_t k, float *X);
 typedef void (*mtp_split_fn)(int type, const void *src, float *q, float *sm, int64_t k);
@@ -158,6 +160,7 @@ typedef struct {
     mtp_dequant_fn dequant[T_COUNT];  /* k values of one row; NULL: type not supported */
     mtp_dot_fn dot;
     mtp_dotn_fn dotn;
+    mtp_dotn2_fn dotn2;               /* NULL: dotn a row at a time */
     mtp_sums_fn sums;
     mtp_split_fn split;               /* mtp_split_kquant or a faster twin (the same floats) */
     mtp_kdot_fn kdot;
