@@ -12,6 +12,24 @@ MTP_CLONES static void axpy(float *o, float a, const float *v, int64_t d) {
         o[i] += a * v[i];
 }
 
+/* mtp_attend_fn, key by key: the scalar kernels' and the fallback for head sizes the SIMD kernels do
+ * not take */
+void mtp_attend_rows(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale, float *scores,
+                     float *out) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int64_t t = 0; t < p; t++) {
+        scores[t] = mtp_k.dot(k + t * row, q, d) * scale;
+        mx = scores[t] > mx ? scores[t] : mx;
+    }
+    for (int64_t t = 0; t < p; t++) {
+        scores[t] = expf(scores[t] - mx);
+        sum += scores[t];
+    }
+    memset(out, 0, (size_t)d * 4);
+    for (int64_t t = 0; t < p; t++)
+        axpy(out, scores[t] / sum, v + t * row, d);
+}
+
 /* The largest of n positions, or -1 (and the job's error set) if one is outside the cache. */
 static int64_t max_position(mtp_job *j, const mtp_state *st, const int32_t *pos, int64_t n) {
     int64_t max_pos = 0;
@@ -44,7 +62,8 @@ static void write_kv(mtp_job *j, mtp_node *nd, int ik, int part, int nparts) {
 /* k, v [n, Hkv, d], pos [n]; the node's data is k's (an alias). */
 MTP_OP(mtp_op_kv_write) { write_kv(j, nd, 0, part, nparts); }
 
-/* q [n, Hq, d], k, v [n, Hkv, d], pos [n]; fa[0]: scale. */
+/* q [n, Hq, d], k, v [n, Hkv, d], pos [n]; fa[0]: scale. Queries of one KV head go to the same part,
+ * token after token, so its key and value rows stay in cache between them. */
 MTP_OP(mtp_op_attention) {
     if (phase == 0) {
         write_kv(j, nd, 1, part, nparts);
@@ -54,28 +73,16 @@ MTP_OP(mtp_op_attention) {
     const mtp_node *qn = &j->nodes[nd->in[0]], *kn = &j->nodes[nd->in[1]];
     const float *q = qn->data;
     const int32_t *pos = j->nodes[nd->in[3]].data;
-    int64_t n = qn->ne[0], hq = qn->ne[1], d = qn->ne[2], hkv = kn->ne[1], group = hq / hkv, row = hkv * d;
-    int64_t max_pos = max_position(j, st, pos, n), lo, hi;
+    const int64_t n = qn->ne[0], hq = qn->ne[1], d = qn->ne[2], hkv = kn->ne[1], group = hq / hkv, row = hkv * d;
+    const int64_t max_pos = max_position(j, st, pos, n);
     if (max_pos < 0)
         return;
-    float *scores = mtp_scratch(j->pool, (size_t)(max_pos + 1) * 4);
-    float scale = (float)nd->fa[0];
+    float *scores = mtp_scratch(j->pool, (size_t)(max_pos + 8) * 4);
+    int64_t lo, hi;
     mtp_split(n * hq, part, nparts, &lo, &hi);
-    for (int64_t ih = lo; ih < hi; ih++) {
-        int64_t i = ih / hq, h = ih % hq, kvh = h / group, p = pos[i] + 1;
-        const float *qv = q + ih * d;
-        float mx = -INFINITY, sum = 0.0f;
-        for (int64_t t = 0; t < p; t++) {
-            scores[t] = mtp_k.dot(st->k + t * row + kvh * d, qv, d) * scale;
-            mx = scores[t] > mx ? scores[t] : mx;
-        }
-        for (int64_t t = 0; t < p; t++) {
-            scores[t] = expf(scores[t] - mx);
-            sum += scores[t];
-        }
-        float *o = (float *)nd->data + ih * d;
-        memset(o, 0, (size_t)d * 4);
-        for (int64_t t = 0; t < p; t++)
-            axpy(o, scores[t] / sum, st->v + t * row + kvh * d, d);
+    for (int64_t c = lo; c < hi; c++) {  /* query c: KV head c / (n * group), then token, then head in the group */
+        const int64_t kvh = c / (n * group), i = c / group % n, h = kvh * group + c % group;
+        mtp_k.attend(q + (i * hq + h) * d, st->k + kvh * d, st->v + kvh * d, row, pos[i] + 1, d, (float)nd->fa[0], scores,
+                     (float *)nd->data + (i * hq + h) * d);
     }
 }

@@ -95,6 +95,11 @@ typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
 typedef void (*mtp_dotn_fn)(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
 /* dotn for two rows, w and w + ldw: out[t * ldo + r], k a multiple of 32 */
 typedef void (*mtp_dotn2_fn)(const float *w, int64_t ldw, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
+/* One attention query over positions 0..p-1 of a KV head (rows `row` floats apart, d values each):
+ * out = softmax(scale * K q) V, with scores (p floats) as its scratch. Each query's operations are its
+ * own, the same whatever batch it is in. */
+typedef void (*mtp_attend_fn)(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale,
+                              float *scores, float *out);
 /* X[b] = sum of x[32b .. 32b + 31], for b < k / 32 */
 typedef void (*mtp_sums_fn)(const float *x, int64_t k, float *X);
 typedef void (*mtp_split_fn)(int type, const void *src, float *q, float *sm, int64_t k);
@@ -162,6 +167,7 @@ typedef struct {
     mtp_dotn_fn dotn;
     mtp_dotn2_fn dotn2;               /* NULL: dotn a row at a time */
     mtp_sums_fn sums;
+    mtp_attend_fn attend;
     mtp_split_fn split;               /* mtp_split_kquant or a faster twin (the same floats) */
     mtp_kdot_fn kdot;
     mtp_vdot_fn vdot[T_COUNT];        /* fused decode-and-dot; NULL: decode a tile, then dot */
@@ -192,6 +198,8 @@ void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k)
 int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
 float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
+void mtp_attend_rows(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale, float *scores,
+                     float *out);                  /* attention.c: mtp_attend_fn key by key */
 void mtp_q8_scalar(mtp_kernels *k);          /* q8.c: the reference quantizer and qdots */
 void mtp_q8_avx2(mtp_kernels *k);            /* q8_avx2.c (AVX2 CPUs only) */
 int mtp_q8_vnni(mtp_kernels *k);             /* q8_vnni.c: 0 where the CPU lacks AVX-512 VNNI + VL */

@@ -246,6 +246,7 @@ void mtp_kernels_scalar(mtp_kernels *kt) {
     kt->dot = dot_scalar;
     kt->dotn = dotn_scalar;
     kt->sums = sums_scalar;
+    kt->attend = mtp_attend_rows;
     kt->split = mtp_split_kquant;
     kt->kdot = kdot_scalar;
     mtp_q8_scalar(kt);

@@ -1,6 +1,8 @@
 /* AVX2 + FMA + F16C variants of the row decoders and the dot product. Each decoder computes the
  * same float32 products and sums as its scalar twin in quants.c (multiply, then add or subtract the
  * offset, never fused), so decoded weights are bit-identical on every path. */
+#include <math.h>
+
 #include "mtp.h"
 
 #if defined(MTP_X86)
@@ -236,6 +238,85 @@ MTP_AVX2 static void sums_avx2(const float *x, int64_t k, float *X) {
                                   _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24))));
 }
 
+/* lane j = the sum of P[j]'s lanes, as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) */
+MTP_AVX2 static inline __m256 tree8_ps(const __m256 P[8]) {
+    __m256 ab = _mm256_hadd_ps(_mm256_hadd_ps(P[0], P[1]), _mm256_hadd_ps(P[2], P[3]));
+    __m256 cd = _mm256_hadd_ps(_mm256_hadd_ps(P[4], P[5]), _mm256_hadd_ps(P[6], P[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(ab, cd, 0x20), _mm256_permute2f128_ps(ab, cd, 0x31));
+}
+
+/* out[0 .. 8 * chunks) = sum over t < p of w[t] * v[t * row ..], in order of t (FMA) */
+MTP_AVX2 __attribute__((always_inline)) static inline void mix_values(const float *w, const float *v, int64_t row, int64_t p, int chunks,
+                                                                     float *out) {
+    __m256 o[16];
+    for (int c = 0; c < chunks; c++)
+        o[c] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < p; t++) {
+        const __m256 wt = _mm256_broadcast_ss(w + t);
+        for (int c = 0; c < chunks; c++)
+            o[c] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(v + t * row + 8 * c), o[c]);
+    }
+    for (int c = 0; c < chunks; c++)
+        _mm256_storeu_ps(out + 8 * c, o[c]);
+}
+
+/* mtp_attend_fn for d a multiple of 8 (else key by key): eight keys' scores at a time (each key's 8-lane
+ * FMA chain, then tree8_ps), exp through mtp_exp, sums and the weighted values in 8 lanes, the output
+ * held in registers (d <= 128) across the positions. Positions past p in the last eight read position
+ * p - 1 again; their scores are dropped. */
+MTP_AVX2 static void attend_avx2(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale,
+                                 float *scores, float *out) {
+    if (d % 8 || d > 128) {
+        mtp_attend_rows(q, k, v, row, p, d, scale, scores, out);
+        return;
+    }
+    const __m256 sv = _mm256_set1_ps(scale);
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    for (int64_t t0 = 0; t0 < p; t0 += 8) {
+        const float *kr[8];
+        for (int j = 0; j < 8; j++)
+            kr[j] = k + (t0 + j < p ? t0 + j : p - 1) * row;
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm256_setzero_ps();
+        for (int64_t e = 0; e < d; e += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + e);
+            for (int j = 0; j < 8; j++)
+                acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(kr[j] + e), qv, acc[j]);
+        }
+        const __m256 s8 = _mm256_mul_ps(tree8_ps(acc), sv);
+        _mm256_storeu_ps(scores + t0, s8);  /* scores has room for p rounded up to 8 */
+        mx = _mm256_max_ps(mx, t0 + 8 <= p ? s8 : _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8,
+                                                                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(p - t0)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))));
+    }
+    float m8[8];
+    _mm256_storeu_ps(m8, mx);
+    float m = m8[0];
+    for (int l = 1; l < 8; l++)
+        m = m8[l] > m ? m8[l] : m;
+    __m256 sum = _mm256_setzero_ps();
+    const int64_t whole = p / 8 * 8;
+    for (int64_t t = 0; t < p; t++)  /* vectorised by the compiler: mtp_exp is plain arithmetic */
+        scores[t] = mtp_exp(scores[t] - m);
+    for (int64_t t = 0; t < whole; t += 8)
+        sum = _mm256_add_ps(sum, _mm256_loadu_ps(scores + t));
+    float total = hsum(sum);
+    for (int64_t t = whole; t < p; t++)
+        total += scores[t];
+    const __m256 tv = _mm256_set1_ps(total);
+    for (int64_t t = 0; t < whole; t += 8)
+        _mm256_storeu_ps(scores + t, _mm256_div_ps(_mm256_loadu_ps(scores + t), tv));
+    for (int64_t t = whole; t < p; t++)
+        scores[t] = scores[t] / total;
+    switch (d) {  /* a constant number of output registers: they stay in registers */
+    case 64: mix_values(scores, v, row, p, 8, out); break;
+    case 128: mix_values(scores, v, row, p, 16, out); break;
+    default:
+        for (int64_t c = 0; c < d; c += 8)
+            mix_values(scores, v + c, row, p, 1, out + c);
+    }
+}
+
 int mtp_kernels_avx2(mtp_kernels *kt) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
@@ -244,6 +325,7 @@ int mtp_kernels_avx2(mtp_kernels *kt) {
     kt->dot = dot_avx2;
     kt->dotn = dotn_avx2;
     kt->sums = sums_avx2;
+    kt->attend = attend_avx2;
     mtp_fused_avx2(kt);  /* bit-identical to deq_* + dotn_avx2 above, or to split + its kdot */
     mtp_q8_avx2(kt);     /* bit-identical to the scalar q8 kernels */
     return 1;
