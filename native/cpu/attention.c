@@ -12,22 +12,25 @@ MTP_CLONES static void axpy(float *o, float a, const float *v, int64_t d) {
         o[i] += a * v[i];
 }
 
-/* mtp_attend_fn, key by key: the scalar kernels' and the fallback for head sizes the SIMD kernels do
- * not take */
-void mtp_attend_rows(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale, float *scores,
-                     float *out) {
-    float mx = -INFINITY, sum = 0.0f;
-    for (int64_t t = 0; t < p; t++) {
-        scores[t] = mtp_k.dot(k + t * row, q, d) * scale;
-        mx = scores[t] > mx ? scores[t] : mx;
+/* mtp_attend_fn, key by key, a query at a time: the scalar kernels' and the fallback for head sizes the
+ * SIMD kernels do not take */
+void mtp_attend_rows(const float *const *q, float *const *out, const int64_t *p, int nq, const float *k, const float *v, int64_t row,
+                     int64_t d, float scale, float *scores, int64_t width) {
+    (void)width;
+    for (int c = 0; c < nq; c++) {
+        float mx = -INFINITY, sum = 0.0f;
+        for (int64_t t = 0; t < p[c]; t++) {
+            scores[t] = mtp_k.dot(k + t * row, q[c], d) * scale;
+            mx = scores[t] > mx ? scores[t] : mx;
+        }
+        for (int64_t t = 0; t < p[c]; t++) {
+            scores[t] = expf(scores[t] - mx);
+            sum += scores[t];
+        }
+        memset(out[c], 0, (size_t)d * 4);
+        for (int64_t t = 0; t < p[c]; t++)
+            axpy(out[c], scores[t] / sum, v + t * row, d);
     }
-    for (int64_t t = 0; t < p; t++) {
-        scores[t] = expf(scores[t] - mx);
-        sum += scores[t];
-    }
-    memset(out, 0, (size_t)d * 4);
-    for (int64_t t = 0; t < p; t++)
-        axpy(out, scores[t] / sum, v + t * row, d);
 }
 
 /* The largest of n positions, or -1 (and the job's error set) if one is outside the cache. */
@@ -62,8 +65,10 @@ static void write_kv(mtp_job *j, mtp_node *nd, int ik, int part, int nparts) {
 /* k, v [n, Hkv, d], pos [n]; the node's data is k's (an alias). */
 MTP_OP(mtp_op_kv_write) { write_kv(j, nd, 0, part, nparts); }
 
-/* q [n, Hq, d], k, v [n, Hkv, d], pos [n]; fa[0]: scale. Queries of one KV head go to the same part,
- * token after token, so its key and value rows stay in cache between them. */
+/* q [n, Hq, d], k, v [n, Hkv, d], pos [n]; fa[0]: scale. A unit of work is one KV head's query heads
+ * for a few consecutive tokens (at most MTP_ATTEND_QUERIES queries), which share each key and value
+ * row as it is read: at 3000 positions, re-reading them for each query kept tinycoder's decode on the
+ * cache's bandwidth. */
 MTP_OP(mtp_op_attention) {
     if (phase == 0) {
         write_kv(j, nd, 1, part, nparts);
@@ -77,12 +82,24 @@ MTP_OP(mtp_op_attention) {
     const int64_t max_pos = max_position(j, st, pos, n);
     if (max_pos < 0)
         return;
-    float *scores = mtp_scratch(j->pool, (size_t)(max_pos + 8) * 4);
+    const int64_t tokens = group < MTP_ATTEND_QUERIES ? MTP_ATTEND_QUERIES / group : 1, per_head = group < MTP_ATTEND_QUERIES ? group : MTP_ATTEND_QUERIES;
+    const int64_t width = max_pos + 8, token_blocks = (n + tokens - 1) / tokens, head_blocks = group / per_head;
+    float *scores = mtp_scratch(j->pool, (size_t)(MTP_ATTEND_QUERIES * width) * 4);
     int64_t lo, hi;
-    mtp_split(n * hq, part, nparts, &lo, &hi);
-    for (int64_t c = lo; c < hi; c++) {  /* query c: KV head c / (n * group), then token, then head in the group */
-        const int64_t kvh = c / (n * group), i = c / group % n, h = kvh * group + c % group;
-        mtp_k.attend(q + (i * hq + h) * d, st->k + kvh * d, st->v + kvh * d, row, pos[i] + 1, d, (float)nd->fa[0], scores,
-                     (float *)nd->data + (i * hq + h) * d);
+    mtp_split(hkv * head_blocks * token_blocks, part, nparts, &lo, &hi);
+    for (int64_t u = lo; u < hi; u++) {  /* unit u: KV head, heads block, then tokens block */
+        const int64_t kvh = u / (head_blocks * token_blocks), h0 = kvh * group + u / token_blocks % head_blocks * per_head;
+        const int64_t i0 = u % token_blocks * tokens, i1 = i0 + tokens < n ? i0 + tokens : n;
+        const float *qs[MTP_ATTEND_QUERIES];
+        float *outs[MTP_ATTEND_QUERIES];
+        int64_t p[MTP_ATTEND_QUERIES];
+        int nq = 0;
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t h = h0; h < h0 + per_head; h++, nq++) {
+                qs[nq] = q + (i * hq + h) * d;
+                outs[nq] = (float *)nd->data + (i * hq + h) * d;
+                p[nq] = pos[i] + 1;
+            }
+        mtp_k.attend(qs, outs, p, nq, st->k + kvh * d, st->v + kvh * d, row, d, (float)nd->fa[0], scores, width);
     }
 }

@@ -95,11 +95,13 @@ typedef float (*mtp_dot_fn)(const float *a, const float *b, int64_t k);
 typedef void (*mtp_dotn_fn)(const float *w, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
 /* dotn for two rows, w and w + ldw: out[t * ldo + r], k a multiple of 32 */
 typedef void (*mtp_dotn2_fn)(const float *w, int64_t ldw, const float *x, int64_t ldx, int nt, int64_t k, float *out, int64_t ldo);
-/* One attention query over positions 0..p-1 of a KV head (rows `row` floats apart, d values each):
- * out = softmax(scale * K q) V, with scores (p floats) as its scratch. Each query's operations are its
- * own, the same whatever batch it is in. */
-typedef void (*mtp_attend_fn)(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale,
-                              float *scores, float *out);
+/* nq (<= MTP_ATTEND_QUERIES) attention queries of one KV head (rows `row` floats apart, d values each):
+ * out[c] = softmax(scale * K q[c]) V over positions 0..p[c]-1, with scores (nq rows of `width` >=
+ * max p + 8 floats) as scratch. The queries share each key and value row as it is read; each query's
+ * operations are its own, the same whatever other queries it is computed with. */
+#define MTP_ATTEND_QUERIES 8
+typedef void (*mtp_attend_fn)(const float *const *q, float *const *out, const int64_t *p, int nq, const float *k, const float *v,
+                              int64_t row, int64_t d, float scale, float *scores, int64_t width);
 /* X[b] = sum of x[32b .. 32b + 31], for b < k / 32 */
 typedef void (*mtp_sums_fn)(const float *x, int64_t k, float *X);
 typedef void (*mtp_split_fn)(int type, const void *src, float *q, float *sm, int64_t k);
@@ -198,8 +200,8 @@ void mtp_split_kquant(int type, const void *src, float *q, float *sm, int64_t k)
 int64_t mtp_row_bytes(int type, int64_t k);  /* bytes of a k-value row, or -1 (unsupported type) */
 float mtp_f16_to_f32(uint16_t h);
 void mtp_kernels_scalar(mtp_kernels *k);
-void mtp_attend_rows(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale, float *scores,
-                     float *out);                  /* attention.c: mtp_attend_fn key by key */
+void mtp_attend_rows(const float *const *q, float *const *out, const int64_t *p, int nq, const float *k, const float *v, int64_t row,
+                     int64_t d, float scale, float *scores, int64_t width);  /* attention.c: mtp_attend_fn key by key */
 void mtp_q8_scalar(mtp_kernels *k);          /* q8.c: the reference quantizer and qdots */
 void mtp_q8_avx2(mtp_kernels *k);            /* q8_avx2.c (AVX2 CPUs only) */
 int mtp_q8_vnni(mtp_kernels *k);             /* q8_vnni.c: 0 where the CPU lacks AVX-512 VNNI + VL */

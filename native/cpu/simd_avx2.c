@@ -245,76 +245,112 @@ MTP_AVX2 static inline __m256 tree8_ps(const __m256 P[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(ab, cd, 0x20), _mm256_permute2f128_ps(ab, cd, 0x31));
 }
 
-/* out[0 .. 8 * chunks) = sum over t < p of w[t] * v[t * row ..], in order of t (FMA) */
-MTP_AVX2 __attribute__((always_inline)) static inline void mix_values(const float *w, const float *v, int64_t row, int64_t p, int chunks,
-                                                                     float *out) {
-    __m256 o[16];
-    for (int c = 0; c < chunks; c++)
-        o[c] = _mm256_setzero_ps();
-    for (int64_t t = 0; t < p; t++) {
-        const __m256 wt = _mm256_broadcast_ss(w + t);
-        for (int c = 0; c < chunks; c++)
-            o[c] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(v + t * row + 8 * c), o[c]);
+/* The scores of a query at positions t0..t0+7 (rows kr), scaled: each key's 8-lane FMA chain over d, then tree8_ps */
+MTP_AVX2 __attribute__((always_inline)) static inline __m256 scores8(const float *q, const float *const kr[8], int64_t d, __m256 scale) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; j++)
+        acc[j] = _mm256_setzero_ps();
+    for (int64_t e = 0; e < d; e += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + e);
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(kr[j] + e), qv, acc[j]);
     }
-    for (int c = 0; c < chunks; c++)
-        _mm256_storeu_ps(out + 8 * c, o[c]);
+    return _mm256_mul_ps(tree8_ps(acc), scale);
 }
 
-/* mtp_attend_fn for d a multiple of 8 (else key by key): eight keys' scores at a time (each key's 8-lane
- * FMA chain, then tree8_ps), exp through mtp_exp, sums and the weighted values in 8 lanes, the output
- * held in registers (d <= 128) across the positions. Positions past p in the last eight read position
- * p - 1 again; their scores are dropped. */
-MTP_AVX2 static void attend_avx2(const float *q, const float *k, const float *v, int64_t row, int64_t p, int64_t d, float scale,
-                                 float *scores, float *out) {
-    if (d % 8 || d > 128) {
-        mtp_attend_rows(q, k, v, row, p, d, scale, scores, out);
-        return;
-    }
-    const __m256 sv = _mm256_set1_ps(scale);
-    __m256 mx = _mm256_set1_ps(-INFINITY);
-    for (int64_t t0 = 0; t0 < p; t0 += 8) {
-        const float *kr[8];
-        for (int j = 0; j < 8; j++)
-            kr[j] = k + (t0 + j < p ? t0 + j : p - 1) * row;
-        __m256 acc[8];
-        for (int j = 0; j < 8; j++)
-            acc[j] = _mm256_setzero_ps();
-        for (int64_t e = 0; e < d; e += 8) {
-            const __m256 qv = _mm256_loadu_ps(q + e);
-            for (int j = 0; j < 8; j++)
-                acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(kr[j] + e), qv, acc[j]);
-        }
-        const __m256 s8 = _mm256_mul_ps(tree8_ps(acc), sv);
-        _mm256_storeu_ps(scores + t0, s8);  /* scores has room for p rounded up to 8 */
-        mx = _mm256_max_ps(mx, t0 + 8 <= p ? s8 : _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8,
-                                                                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(p - t0)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))));
-    }
+/* A query's softmax weights in place over its p scores: the max, exp through mtp_exp (vectorised by the
+ * compiler), the sum in 8 lanes, then each divided by it */
+MTP_AVX2 static void softmax_weights(float *sc, int64_t p) {
+    const int64_t whole = p / 8 * 8;
+    __m256 mx = _mm256_set1_ps(-INFINITY), sum = _mm256_setzero_ps();
+    for (int64_t t = 0; t < whole; t += 8)
+        mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + t));
     float m8[8];
     _mm256_storeu_ps(m8, mx);
     float m = m8[0];
     for (int l = 1; l < 8; l++)
         m = m8[l] > m ? m8[l] : m;
-    __m256 sum = _mm256_setzero_ps();
-    const int64_t whole = p / 8 * 8;
-    for (int64_t t = 0; t < p; t++)  /* vectorised by the compiler: mtp_exp is plain arithmetic */
-        scores[t] = mtp_exp(scores[t] - m);
+    for (int64_t t = whole; t < p; t++)
+        m = sc[t] > m ? sc[t] : m;
+    for (int64_t t = 0; t < p; t++)
+        sc[t] = mtp_exp(sc[t] - m);
     for (int64_t t = 0; t < whole; t += 8)
-        sum = _mm256_add_ps(sum, _mm256_loadu_ps(scores + t));
+        sum = _mm256_add_ps(sum, _mm256_loadu_ps(sc + t));
     float total = hsum(sum);
     for (int64_t t = whole; t < p; t++)
-        total += scores[t];
+        total += sc[t];
     const __m256 tv = _mm256_set1_ps(total);
     for (int64_t t = 0; t < whole; t += 8)
-        _mm256_storeu_ps(scores + t, _mm256_div_ps(_mm256_loadu_ps(scores + t), tv));
+        _mm256_storeu_ps(sc + t, _mm256_div_ps(_mm256_loadu_ps(sc + t), tv));
     for (int64_t t = whole; t < p; t++)
-        scores[t] = scores[t] / total;
-    switch (d) {  /* a constant number of output registers: they stay in registers */
-    case 64: mix_values(scores, v, row, p, 8, out); break;
-    case 128: mix_values(scores, v, row, p, 16, out); break;
-    default:
-        for (int64_t c = 0; c < d; c += 8)
-            mix_values(scores, v + c, row, p, 1, out + c);
+        sc[t] = sc[t] / total;
+}
+
+/* out[c][e ..] (8 * chunks values) = sum over t < p[c] of w[c * width + t] * v[t * row ..], in order of t
+ * (FMA), for `pair` (1 or 2) queries: the value rows' loads shared while both reach them */
+MTP_AVX2 __attribute__((always_inline)) static inline void mix_pair(const float *w, int64_t width, const int64_t *p, int pair,
+                                                                   const float *v, int64_t row, const int chunks, float *const *out,
+                                                                   int64_t e) {
+    const int64_t both = pair == 2 && p[1] < p[0] ? p[1] : p[0];
+    __m256 o[2][4];
+    for (int c = 0; c < 2; c++)
+        for (int x = 0; x < chunks; x++)
+            o[c][x] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < both; t++) {
+        __m256 vv[4];
+        for (int x = 0; x < chunks; x++)
+            vv[x] = _mm256_loadu_ps(v + t * row + 8 * x);
+        for (int c = 0; c < pair; c++) {
+            const __m256 wt = _mm256_broadcast_ss(w + c * width + t);
+            for (int x = 0; x < chunks; x++)
+                o[c][x] = _mm256_fmadd_ps(wt, vv[x], o[c][x]);
+        }
     }
+    for (int c = 0; c < pair; c++) {
+        for (int64_t t = both; t < p[c]; t++) {
+            const __m256 wt = _mm256_broadcast_ss(w + c * width + t);
+            for (int x = 0; x < chunks; x++)
+                o[c][x] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(v + t * row + 8 * x), o[c][x]);
+        }
+        for (int x = 0; x < chunks; x++)
+            _mm256_storeu_ps(out[c] + e + 8 * x, o[c][x]);
+    }
+}
+
+/* mtp_attend_fn for d a multiple of 8 (else key by key). Scores eight positions at a time (past a
+ * query's p they read position p - 1 again and are never used); then each query's weighted sum of the
+ * value rows, in order of t (FMA). */
+MTP_AVX2 static void attend_avx2(const float *const *q, float *const *out, const int64_t *p, int nq, const float *k, const float *v,
+                                 int64_t row, int64_t d, float scale, float *scores, int64_t width) {
+    if (d % 8) {
+        mtp_attend_rows(q, out, p, nq, k, v, row, d, scale, scores, width);
+        return;
+    }
+    int64_t reach = 0, common = p[0];
+    for (int c = 0; c < nq; c++) {
+        reach = p[c] > reach ? p[c] : reach;
+        common = p[c] < common ? p[c] : common;
+    }
+    const __m256 sv = _mm256_set1_ps(scale);
+    for (int64_t t0 = 0; t0 < reach; t0 += 8) {
+        const float *kr[8];
+        for (int j = 0; j < 8; j++)
+            kr[j] = k + (t0 + j < reach ? t0 + j : reach - 1) * row;
+        for (int c = 0; c < nq; c++)
+            if (t0 < p[c])
+                _mm256_storeu_ps(scores + c * width + t0, scores8(q[c], kr, d, sv));
+    }
+    for (int c = 0; c < nq; c++)
+        softmax_weights(scores + c * width, p[c]);
+    /* 32 values of d at a time (whole cache lines of each value row) for two queries at a time: eight
+     * accumulators in registers, each row's four loads shared by the pair */
+    for (int c0 = 0; c0 < nq; c0 += 2)
+        for (int64_t e = 0; e < d; e += d % 32 ? 8 : 32) {
+            if (d % 32)
+                mix_pair(scores + c0 * width, width, p + c0, nq - c0 < 2 ? 1 : 2, v + e, row, 1, out + c0, e);
+            else
+                mix_pair(scores + c0 * width, width, p + c0, nq - c0 < 2 ? 1 : 2, v + e, row, 4, out + c0, e);
+        }
 }
 
 int mtp_kernels_avx2(mtp_kernels *kt) {
