@@ -82,7 +82,10 @@ MTP_OP(mtp_op_attention) {
     const int64_t max_pos = max_position(j, st, pos, n);
     if (max_pos < 0)
         return;
-    const int64_t tokens = group < MTP_ATTEND_QUERIES ? MTP_ATTEND_QUERIES / group : 1, per_head = group < MTP_ATTEND_QUERIES ? group : MTP_ATTEND_QUERIES;
+    int64_t per_head = group;  /* query heads per unit: the largest divisor of the group that fits */
+    while (per_head > MTP_ATTEND_QUERIES || group % per_head)
+        per_head--;
+    const int64_t tokens = MTP_ATTEND_QUERIES / per_head;
     const int64_t width = max_pos + 8, token_blocks = (n + tokens - 1) / tokens, head_blocks = group / per_head;
     float *scores = mtp_scratch(j->pool, (size_t)(MTP_ATTEND_QUERIES * width) * 4);
     int64_t lo, hi;
