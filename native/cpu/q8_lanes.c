@@ -33,7 +33,7 @@ LANES_TARGET static void build_lanes(const int8_t *q, const float *d, const int1
     for (int l = 0; l < 16; l++) {
         uint32_t *dst = (uint32_t *)xl + l;
         const int live = l < count;
-        const uint32_t *src = (const uint32_t *)(q + (t0 + l) * k);
+        const uint32_t *src = (const uint32_t *)(q + (t0 + (live ? l : 0)) * k);  /* a dead lane reads no token */
         for (int64_t c = 0; c < quads; c++)
             dst[16 * c] = (live ? src[c] : 0) ^ flip;
         for (int64_t b = 0; b < nb; b++)
