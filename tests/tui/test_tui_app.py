@@ -306,3 +306,57 @@ def test_sidebar_input_keys_and_copy(model, store, settings):
             assert screen.conv.session_id is None and not screen.query(MessageView)
 
     run(scenario())
+
+
+def test_a_message_sent_while_the_model_loads_is_sent_once_it_has(model, store, settings):
+    import threading
+
+    from mtprun.tui.app import ChatApp
+
+    loaded = threading.Event()
+
+    def slow():
+        loaded.wait(30)
+        return model
+
+    async def scenario():
+        async with ChatApp(store, slow, settings).run_test(size=(100, 30)) as pilot:
+            screen = pilot.app.screen
+            await submit(pilot, "def add(a, b):")
+            await pilot.pause()
+            await submit(pilot, "a second one")  # one waits at a time: this one goes back to the input
+            await pilot.pause()
+            assert screen.engine is None and not screen.query(MessageView)
+            assert screen.query_one("#input").text == "a second one"
+            loaded.set()
+            await until(pilot, lambda: screen.conv.last_reply() is not None and not screen.generating)
+            assert [m.content for m in screen.conv.messages if m.role == "user"] == ["def add(a, b):"]
+            assert screen.query_one("#input").text == "a second one"
+
+    run(scenario())
+
+
+def test_a_message_sent_while_a_model_fails_to_load_goes_back_to_the_input(store, settings):
+    import threading
+
+    from mtprun.runner.errors import MtprunError
+    from mtprun.tui.app import ChatApp
+
+    failing = threading.Event()
+
+    def broken():
+        failing.wait(30)
+        raise MtprunError("bad.gguf is not a GGUF file")
+
+    async def scenario():
+        async with ChatApp(store, broken, settings).run_test(size=(100, 30)) as pilot:
+            screen = pilot.app.screen
+            await submit(pilot, "hello there")
+            await pilot.pause()
+            assert screen.query_one("#input").text == ""
+            failing.set()
+            await ready(pilot)
+            await until(pilot, lambda: screen.query_one("#input").text == "hello there")
+            assert not screen.conv.messages
+
+    run(scenario())

@@ -89,6 +89,7 @@ class ChatScreen(Screen):
         self._live_stats: dict[str, Any] | None = None
         self._live_view: MessageView | None = None
         self._worker: Worker | None = None
+        self._queued: str | None = None  # a message sent while the model loads, sent once it has
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -119,7 +120,7 @@ class ChatScreen(Screen):
             text = str(e) if isinstance(e, MtprunError) else f"{type(e).__name__}: {e}"
             self.post_message(ModelReady(None, f"The model failed to load: {text}"))
 
-    def on_model_ready(self, event: ModelReady) -> None:
+    async def on_model_ready(self, event: ModelReady) -> None:
         if event.engine is None:
             self.conv.read_only = event.error
         else:
@@ -133,6 +134,12 @@ class ChatScreen(Screen):
                 view.tokenizer = event.engine.model.tokenizer
         self.refresh_notice()
         self.refresh_stats()
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            if self.conv.writable:
+                await self.send(queued)
+            else:  # the model failed, or the open session is read-only: the text goes back, not lost
+                self._restore_input(queued)
 
     def _clamp_settings(self) -> None:
         if self.engine is not None:
@@ -180,6 +187,15 @@ class ChatScreen(Screen):
         if self.generating:
             self.notify("A reply is being generated: Esc stops it.", severity="warning")
             return
+        if self.engine is None and self.conv.read_only == LOADING:
+            # Enter pressed while the model loads: the input was cleared, so the text would be lost
+            if self._queued is not None:
+                self._restore_input(text)
+                self.notify("A message is already waiting for the model to load.", severity="warning")
+            else:
+                self._queued = text
+                self.notify("The model is loading: the message is sent as soon as it is ready.", timeout=4)
+            return
         try:
             msg = self.conv.add_user(text)
         except MtprunError as e:
@@ -187,6 +203,11 @@ class ChatScreen(Screen):
             return
         await self.query_one("#messages").mount(MessageView(msg))
         await self.start_reply()
+
+    def _restore_input(self, text: str) -> None:
+        box = self.query_one(PromptInput)
+        box.text = text if not box.text.strip() else f"{text}\n{box.text}"
+        box.move_cursor(box.document.end)
 
     async def start_reply(self) -> None:
         view = MessageView(Message("assistant", ""), self.engine.model.tokenizer if self.engine else None)
