@@ -7,6 +7,10 @@ not fatal. That binding has no draft-mtp decoding (its `Llama` drafts only throu
 `LlamaDraftModel` such as prompt lookup), so llama.cpp's MTP is measured, when `--llama-mtp` names
 it, by llama.cpp's own `llama-speculative-simple` program (`--spec-type draft-mtp`), built from the
 source llama-cpp-python vendors: one process per prompt, depth and repetition, its own timer.
+
+On a GPU, llama_decode returns once its graph is queued (llama.cpp synchronizes only when outputs
+are read), and llama-cpp-python's `eval` reads none: each timed prefill and forward ends with
+llama_synchronize, or it would time the queueing alone.
 """
 
 from __future__ import annotations
@@ -86,11 +90,15 @@ def _measure_llama(config: BenchConfig, n_ctx: int, prefill_ids: list[int], prom
         def last_logits() -> np.ndarray:
             return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
 
+        def prefill() -> None:
+            llm.eval(prefill_ids)
+            llama_cpp.llama_synchronize(llm.ctx)
+
         times = []
         for r in range(config.repetitions + 1):
             progress.update(f"llama.cpp prefill {len(prefill_ids)} tokens, run {r + 1}/{config.repetitions + 1}", force=True)
             llm.reset()
-            times.append(timed(llm.eval, prefill_ids))
+            times.append(timed(prefill))
         prefill_s = best_after_warm_up(times)
 
         trunk_s = _forward_costs(llama_cpp, llm, prompt_ids[0], max(config.depths) + 1, config.repetitions, progress)
@@ -155,6 +163,7 @@ def _forward_costs(llama_cpp, llm, ids: list[int], max_k: int, reps: int, progre
                     t0 = time.perf_counter()
                     if llama_cpp.llama_decode(llm.ctx, batch) != 0:
                         raise MtprunError(f"llama.cpp could not decode a batch of {k} tokens while measuring its costs.")
+                    llama_cpp.llama_synchronize(llm.ctx)
                     best[k - 1] = min(best[k - 1], time.perf_counter() - t0)
                     pos += k
     finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import json
+import time
 
 import pytest
 
@@ -274,3 +276,49 @@ def test_a_crash_of_llama_cpp_is_one_error(monkeypatch):
     monkeypatch.setattr(bench_llama, "_CHILD", "import os\nos.abort()")
     with pytest.raises(MtprunError, match=r"llama.cpp \(llama-cpp-python\) failed while measuring the baseline \(exit -6\)"):
         bench_llama.measure_llama(None, 64, [1, 2], [[1]], frozenset(), bench.Progress(False), False)
+
+
+def test_llama_cpp_timings_wait_for_its_queued_work(monkeypatch):
+    """On a GPU, llama_decode returns once its graph is queued: a timed prefill or forward that does
+    not synchronize times the queueing alone. Here each decode's work completes at the synchronize."""
+    import types
+
+    from mtprun.runner import bench_llama
+
+    WORK_S = 0.02
+    queued = []
+
+    def decode(_ctx, _batch):
+        queued.append(WORK_S)
+        return 0
+
+    def synchronize(_ctx):
+        time.sleep(sum(queued))
+        queued.clear()
+
+    class Llama:
+        def __init__(self, *args, **kwargs):
+            self.ctx = object()
+
+        def n_vocab(self):
+            return 4
+
+        def reset(self):
+            pass
+
+        def eval(self, ids):
+            decode(self.ctx, ids)
+
+        def close(self):
+            pass
+
+    batch = types.SimpleNamespace(n_tokens=0, token=[0] * 4, pos=[0] * 4, n_seq_id=[0] * 4, logits=[0] * 4, seq_id=[[0]] * 4)
+    fake = types.SimpleNamespace(
+        __version__="fake", Llama=Llama, llama_decode=decode, llama_synchronize=synchronize,
+        llama_batch_init=lambda *a: batch, llama_batch_free=lambda b: None,
+        llama_get_logits_ith=lambda ctx, i: (synchronize(ctx), (ctypes.c_float * 4)(0, 1, 0, 0))[1])
+    monkeypatch.setattr(bench_llama, "import_llama_cpp", lambda: fake)
+    config = bench.BenchConfig("m.gguf", None, "cpu", 1, "f32", (0, 1), False, 8, 2, 1, (), True, None, None)
+    result = bench_llama._measure_llama(config, 64, [1] * 8, [[1, 2]], frozenset(), bench.Progress(False), True)
+    assert result["prefill_tokens_per_s"] <= 8 / WORK_S
+    assert min(result["trunk_seconds"]) >= WORK_S
