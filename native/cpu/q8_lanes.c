@@ -26,31 +26,32 @@
  * of lane l's token; then per block of the type's quantization the lanes' scales (dl); for 256-blocks
  * then, per 32 values j, the lanes' two 16-value sums as an int16 pair (xs). Lanes past count: x = 0. */
 LANES_TARGET static void build_lanes(const int8_t *q, const float *d, const int16_t *s, int64_t t0, int count, int64_t k,
-                                     int block, uint32_t flip, uint8_t *xl) {
+                                     int block, uint8_t *xl) {
     const int64_t quads = k / 4, nb = k / block;
     float *dl = (float *)(xl + 16 * k);
     uint32_t *xs = (uint32_t *)(dl + 16 * nb);
     for (int l = 0; l < 16; l++) {
         uint32_t *dst = (uint32_t *)xl + l;
         const int live = l < count;
-        const uint32_t *src = (const uint32_t *)(q + (t0 + (live ? l : 0)) * k);  /* a dead lane reads no token */
+        const int64_t t = t0 + (live ? l : 0);  /* a dead lane points at no token past the batch */
+        const uint32_t *src = (const uint32_t *)(q + t * k);
         for (int64_t c = 0; c < quads; c++)
-            dst[16 * c] = (live ? src[c] : 0) ^ flip;
+            dst[16 * c] = (live ? src[c] : 0) ^ 0x80808080u;  /* x + 128 */
         for (int64_t b = 0; b < nb; b++)
-            dl[16 * b + l] = live ? d[(t0 + l) * nb + b] : 0.0f;
+            dl[16 * b + l] = live ? d[t * nb + b] : 0.0f;
         for (int64_t j = 0; block == 256 && j < k / 32; j++) {
-            const int16_t *pair = s + (t0 + l) * (k / 16) + 2 * j;
+            const int16_t *pair = s + t * (k / 16) + 2 * j;
             xs[16 * j + l] = live ? (uint16_t)pair[0] | (uint32_t)(uint16_t)pair[1] << 16 : 0;
         }
     }
 }
 
 LANES_TARGET static void lanes_q8_0(const int8_t *q, const float *d, const int16_t *s, int64_t t0, int count, int64_t k, uint8_t *xl) {
-    build_lanes(q, d, s, t0, count, k, 32, 0x80808080u, xl);
+    build_lanes(q, d, s, t0, count, k, 32, xl);
 }
 
 LANES_TARGET static void lanes_kquant(const int8_t *q, const float *d, const int16_t *s, int64_t t0, int count, int64_t k, uint8_t *xl) {
-    build_lanes(q, d, s, t0, count, k, 256, 0x80808080u, xl);
+    build_lanes(q, d, s, t0, count, k, 256, xl);
 }
 
 LANES_INLINE float half_at(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }

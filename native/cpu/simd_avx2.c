@@ -326,11 +326,9 @@ MTP_AVX2 static void attend_avx2(const float *const *q, float *const *out, const
         mtp_attend_rows(q, out, p, nq, k, v, row, d, scale, scores, width);
         return;
     }
-    int64_t reach = 0, common = p[0];
-    for (int c = 0; c < nq; c++) {
+    int64_t reach = 0;
+    for (int c = 0; c < nq; c++)
         reach = p[c] > reach ? p[c] : reach;
-        common = p[c] < common ? p[c] : common;
-    }
     const __m256 sv = _mm256_set1_ps(scale);
     for (int64_t t0 = 0; t0 < reach; t0 += 8) {
         const float *kr[8];
