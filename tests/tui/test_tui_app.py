@@ -263,6 +263,26 @@ def test_model_that_fails_to_load_leaves_the_ui_usable(store, settings):
     run(scenario())
 
 
+def test_text_and_enter_in_one_burst_send_the_whole_text(model, store, settings):
+    """Keys that reach the app together (a paste without bracketed paste, `tmux send-keys "text"
+    Enter`) are all in the input when Enter, a priority binding the app runs at once, sends it: the
+    message is the whole text, and the input is left empty."""
+
+    async def scenario():
+        app = make_app(store, model, replace(settings, n_predict=2))
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = await ready(pilot)
+            for key, char in [*((c, c) for c in "hello there"), ("enter", "\r")]:
+                event = events.Key(key if key != " " else "space", char)
+                event.set_sender(app)
+                app._driver.send_message(event)  # no pause between the keys, as a burst arrives
+            await until(pilot, lambda: screen.conv.last_reply() is not None and not screen.generating)
+            assert [(m.role, m.content) for m in screen.conv.messages][0] == ("user", "hello there")
+            assert screen.query_one("#input").text == ""
+
+    run(scenario())
+
+
 def test_sidebar_input_keys_and_copy(model, store, settings):
     mf = ModelFile.of(model.path)
     other = store.create_session("sorting lists", mf, {})

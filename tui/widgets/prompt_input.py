@@ -25,6 +25,12 @@ class PromptInput(TextArea):
         self.sent: list[str] = []  # for Up to recall
 
     def action_submit(self) -> None:
+        # Enter is a priority binding: the app runs it as the key arrives, while keys that came in the
+        # same burst just before it (tmux send-keys, a paste without bracketed paste) may still wait in
+        # this widget's queue. Sending after them sends the whole text, not an empty or partial one.
+        self.call_later(self._send)
+
+    def _send(self) -> None:
         text = self.text.strip()
         if text:
             self.sent.append(text)
