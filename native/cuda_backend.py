@@ -19,6 +19,12 @@ from mtprun.native import BANDWIDTH_TEST_BYTES, check_activations
 from mtprun.native.cuda.driver import Buffer, CudaError, CudaGraph, Driver, HostBuffer, kernel_args
 from mtprun.native.cuda.module import Kernels
 from mtprun.native.gpu import Compiled, GpuBackend
+from mtprun.runner.errors import MtprunError
+
+# The oldest GPUs the kernels build for: the int8 products' integer dot products (dp4a) came with
+# sm_61 (Pascal). Newer features (L1 hints sm_70, cp.async and int8 mma sm_80, early launches sm_90)
+# have fallbacks or are only launched where present.
+MIN_COMPUTE_CAPABILITY = (6, 1)
 
 
 class CudaDevice:
@@ -34,6 +40,9 @@ class CudaDevice:
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
         self.activations = check_activations(activations)  # read by gpu.py's matmul emission
         self._drv = Driver(ordinal)
+        cc = self._drv.compute_capability
+        if cc < MIN_COMPUTE_CAPABILITY:
+            raise MtprunError(f"the CUDA backend needs a GPU of compute capability 6.1 or later; {self._drv.name} has {cc[0]}.{cc[1]}.")
         self._k = Kernels(self._drv)
         self.name = self._drv.name
         self.int8_mma = self._drv.compute_capability >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores

@@ -12,6 +12,7 @@ import pytest
 import mtprun
 from fixtures import model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
+from mtprun.native.cuda_backend import MIN_COMPUTE_CAPABILITY
 from mtprun.runner.errors import MtprunError
 from test_gpu_backends import CHANNELS, WIDTH, random_weight, recurrent_graph, recurrent_inputs, recurrent_states
 
@@ -35,6 +36,22 @@ def test_without_a_gpu_the_error_is_one_clear_line():
     if _NO_CUDA is None:
         pytest.skip("a GPU is present")
     assert "\n" not in _NO_CUDA and ("GPU" in _NO_CUDA or "NVRTC" in _NO_CUDA)
+
+
+@pytest.mark.parametrize("arch", [MIN_COMPUTE_CAPABILITY, (7, 5), (8, 0), (9, 0)], ids=lambda a: f"sm_{a[0]}{a[1]}")
+def test_kernels_compile_for_each_architecture(arch):
+    """The kernels are one NVRTC program built for the GPU at hand, so one kernel that needs a newer
+    chip breaks the backend on every older one (cp.async, sm_80 and later, once did on Turing and
+    Pascal). Needs NVRTC, not a GPU: the oldest GPUs taken (dp4a), sm_75 (no cp.async), sm_80 (int8
+    mma), sm_90 (early launches)."""
+    from mtprun.native.cuda.module import OPTIONS, source
+    from mtprun.native.cuda.nvrtc import Nvrtc
+
+    try:
+        nvrtc = Nvrtc()
+    except MtprunError as e:
+        pytest.skip(str(e))
+    assert nvrtc.compile(source(), "mtprun_kernels.cu", arch, OPTIONS)
 
 
 @needs_cuda

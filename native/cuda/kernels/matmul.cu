@@ -56,18 +56,26 @@ __device__ __forceinline__ void mm_row(const u8* __restrict__ wrow, int k, const
 // runs per warp), each lane reads a run's x once for all MM_R rows, and the next step's weights are
 // already loading.
 
-// Weights are read once: kept out of L1, where x stays.
+// Weights are read once: kept out of L1, where x stays (sm_70 and later; before, plain read-only loads).
 __device__ __forceinline__ uint4 ld_stream16(const u8* p) {
+#if __CUDA_ARCH__ >= 700
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
+#else
+    return __ldg((const uint4*)p);
+#endif
 }
 
 __device__ __forceinline__ u32 ld_stream4(const u8* p) {
+#if __CUDA_ARCH__ >= 700
     u32 v;
     asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
+#else
+    return __ldg((const u32*)p);
+#endif
 }
 
 // Where a kernel reads weight words: global memory (streamed past L1), or a copy in shared memory.

@@ -176,13 +176,27 @@ template <> struct Int<T_Q8_0> {
     }
 };
 
-// 16 bytes global -> shared past L1; a thread's copies complete by commit groups.
+// 16 bytes global -> shared past L1; a thread's copies complete by commit groups. Before sm_80 (no
+// cp.async) a copy is a load and a store, done at once: commits and waits are then no-ops, and the
+// __syncwarp / __syncthreads after each wait still make every lane's stores visible to the others.
 __device__ __forceinline__ void cp_async16(u8* dst, const u8* src) {
+#if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((u32)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
+#else
+    *(uint4*)dst = __ldcg((const uint4*)src);
+#endif
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
 // Until at most N of this thread's groups are in flight.
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
 
 // y [n, m] = x W^T from x's int8 rows (P planes a token), W [m, k]; grid (ceil(m / (MM_WARPS R)),
 // ceil(n / NB)), SMEM bytes of dynamic shared memory. Each warp takes R weight rows (rows past m

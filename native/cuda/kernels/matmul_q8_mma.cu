@@ -30,9 +30,13 @@
 #define MMT_SLOT_Q5_K 224  // 56 words: 24 mod 32
 #define MMT_SLOT_Q6_K 240  // 60 words: 28 mod 32
 
-// 4 bytes global -> shared (the x scales).
+// 4 bytes global -> shared (the x scales); before sm_80 a load and a store (see cp_async16).
 __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+#if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((u32)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
+#else
+    *(u32*)dst = *(const u32*)src;
+#endif
 }
 
 // c += A (16 x 32) . B (32 x 8), int8 in, int32 out: a[0], a[2] row g, a[1], a[3] row g + 8.
