@@ -42,10 +42,11 @@ class CudaDevice:
         self._drv = Driver(ordinal)
         cc = self._drv.compute_capability
         if cc < MIN_COMPUTE_CAPABILITY:
-            raise MtprunError(f"the CUDA backend needs a GPU of compute capability 6.1 or later; {self._drv.name} has {cc[0]}.{cc[1]}.")
+            least = ".".join(map(str, MIN_COMPUTE_CAPABILITY))
+            raise MtprunError(f"the CUDA backend needs a GPU of compute capability {least} or later; {self._drv.name} has {cc[0]}.{cc[1]}.")
         self._k = Kernels(self._drv)
         self.name = self._drv.name
-        self.int8_mma = self._drv.compute_capability >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores
+        self.int8_mma = cc >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores
         self.graphs = os.environ.get("MTPRUN_CUDA_GRAPHS", "1") != "0" if graphs is None else graphs
         self.early_launches = self._drv.early_launches  # graphs start early launches as the kernel before drains
         self._stream = self._drv.create_stream()
