@@ -54,6 +54,8 @@ class Nvrtc:
             "nvrtcGetCUBINSize": [c_void_p, POINTER(c_size_t)],
             "nvrtcGetCUBIN": [c_void_p, c_char_p],
             "nvrtcDestroyProgram": [POINTER(c_void_p)],
+            "nvrtcGetNumSupportedArchs": [POINTER(c_int)],
+            "nvrtcGetSupportedArchs": [POINTER(c_int)],
         }
         for name, args in sig.items():
             fn = getattr(lib, name)
@@ -63,6 +65,13 @@ class Nvrtc:
         major, minor = c_int(), c_int()
         self._check(lib.nvrtcVersion(byref(major), byref(minor)), "nvrtcVersion")
         self.version = (major.value, minor.value)
+        count = c_int()
+        self._check(lib.nvrtcGetNumSupportedArchs(byref(count)), "nvrtcGetNumSupportedArchs")
+        archs = (c_int * count.value)()
+        self._check(lib.nvrtcGetSupportedArchs(archs), "nvrtcGetSupportedArchs")
+        # Each NVRTC builds a range of architectures: CUDA 13 no longer builds for Pascal or Volta,
+        # and an older one knows no GPU newer than itself.
+        self.architectures = [divmod(a, 10) for a in archs]
 
     def _check(self, rc: int, what: str) -> None:
         if rc != 0:
@@ -70,6 +79,12 @@ class Nvrtc:
 
     def compile(self, source: str, name: str, arch: tuple[int, int], options: Sequence[str]) -> bytes:
         """A cubin of `source` for sm_<arch>; compile errors raise with NVRTC's log."""
+        if arch not in self.architectures:
+            oldest, newest = min(self.architectures), max(self.architectures)
+            raise MtprunError(
+                f"NVRTC {self.version[0]}.{self.version[1]} cannot build for sm_{arch[0]}{arch[1]} (it builds sm_{oldest[0]}{oldest[1]} to "
+                f"sm_{newest[0]}{newest[1]}): install an NVRTC that does (pip install nvidia-cuda-nvrtc-cu12 for GPUs before Turing) "
+                "or point MTPRUN_NVRTC at one.")
         lib = self._lib
         prog = c_void_p()
         self._check(lib.nvrtcCreateProgram(byref(prog), source.encode(), name.encode(), 0, None, None), "nvrtcCreateProgram")
