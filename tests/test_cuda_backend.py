@@ -59,6 +59,25 @@ def test_an_architecture_nvrtc_cannot_build_is_one_clear_line():
     assert "\n" not in str(e.value) and "cannot build for sm_10" in str(e.value)
 
 
+def test_the_first_nvrtc_that_builds_for_the_gpu_is_taken(monkeypatch):
+    """With CUDA 13's NVRTC on the library path and CUDA 12's from `mtprun[cuda]`, a Pascal GPU gets
+    the one that builds for it; where none does, the first found (whose compile names its range)."""
+    from mtprun.native.cuda import nvrtc
+
+    builds = {"cu13": [(7, 5), (9, 0)], "cu12": [(6, 1), (7, 5), (9, 0)]}
+    monkeypatch.setattr(nvrtc, "_candidates", lambda: ["missing", "cu13", "cu12"])
+    monkeypatch.setattr(nvrtc.ctypes, "CDLL", lambda path: path if path in builds else (_ for _ in ()).throw(OSError(path)))
+
+    def bind(self, lib):
+        self._lib, self.architectures = lib, builds[lib]
+
+    monkeypatch.setattr(nvrtc.Nvrtc, "_bind", bind)
+    assert nvrtc.Nvrtc((6, 1))._lib == "cu12"
+    assert nvrtc.Nvrtc((9, 0))._lib == "cu13"
+    assert nvrtc.Nvrtc((5, 0))._lib == "cu13"
+    assert nvrtc.Nvrtc()._lib == "cu13"
+
+
 def _nvrtc():
     from mtprun.native.cuda.nvrtc import Nvrtc
 

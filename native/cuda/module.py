@@ -63,7 +63,7 @@ def _cubin(driver: Driver) -> bytes:
         return path.read_bytes()
     from mtprun.native.cuda.nvrtc import Nvrtc  # only needed on a cache miss
 
-    image = Nvrtc().compile(src, "mtprun_kernels.cu", arch, OPTIONS)
+    image = Nvrtc(arch).compile(src, "mtprun_kernels.cu", arch, OPTIONS)
     try:  # best effort: an unwritable cache only costs a recompile next time
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

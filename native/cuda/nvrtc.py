@@ -35,29 +35,41 @@ def _candidates() -> list[str]:
     return found
 
 
+_SIGNATURES = {
+    "nvrtcVersion": [POINTER(c_int), POINTER(c_int)],
+    "nvrtcCreateProgram": [POINTER(c_void_p), c_char_p, c_char_p, c_int, c_void_p, c_void_p],
+    "nvrtcCompileProgram": [c_void_p, c_int, POINTER(c_char_p)],
+    "nvrtcGetProgramLogSize": [c_void_p, POINTER(c_size_t)],
+    "nvrtcGetProgramLog": [c_void_p, c_char_p],
+    "nvrtcGetCUBINSize": [c_void_p, POINTER(c_size_t)],
+    "nvrtcGetCUBIN": [c_void_p, c_char_p],
+    "nvrtcDestroyProgram": [POINTER(c_void_p)],
+    "nvrtcGetNumSupportedArchs": [POINTER(c_int)],
+    "nvrtcGetSupportedArchs": [POINTER(c_int)],
+}
+
+
 class Nvrtc:
-    def __init__(self) -> None:
+    def __init__(self, arch: tuple[int, int] | None = None) -> None:
+        """The first NVRTC found that builds for `arch` (any, if None), else the first found (whose
+        compile then names the architectures it builds). Each NVRTC builds a range of architectures:
+        CUDA 13's nothing before Turing, and an older one no GPU newer than itself."""
+        first = None
         for path in _candidates():
             try:
                 lib = ctypes.CDLL(path)
-                break
             except OSError:
                 continue
-        else:
+            self._bind(lib)
+            if arch is None or arch in self.architectures:
+                return
+            first = first or lib
+        if first is None:
             raise MtprunError("the CUDA backend needs NVRTC to build its kernels: pip install 'mtprun[cuda]' (or install the CUDA toolkit).")
-        sig = {
-            "nvrtcVersion": [POINTER(c_int), POINTER(c_int)],
-            "nvrtcCreateProgram": [POINTER(c_void_p), c_char_p, c_char_p, c_int, c_void_p, c_void_p],
-            "nvrtcCompileProgram": [c_void_p, c_int, POINTER(c_char_p)],
-            "nvrtcGetProgramLogSize": [c_void_p, POINTER(c_size_t)],
-            "nvrtcGetProgramLog": [c_void_p, c_char_p],
-            "nvrtcGetCUBINSize": [c_void_p, POINTER(c_size_t)],
-            "nvrtcGetCUBIN": [c_void_p, c_char_p],
-            "nvrtcDestroyProgram": [POINTER(c_void_p)],
-            "nvrtcGetNumSupportedArchs": [POINTER(c_int)],
-            "nvrtcGetSupportedArchs": [POINTER(c_int)],
-        }
-        for name, args in sig.items():
+        self._bind(first)
+
+    def _bind(self, lib: ctypes.CDLL) -> None:
+        for name, args in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, c_int
         lib.nvrtcGetErrorString.argtypes, lib.nvrtcGetErrorString.restype = [c_int], c_char_p
@@ -69,8 +81,6 @@ class Nvrtc:
         self._check(lib.nvrtcGetNumSupportedArchs(byref(count)), "nvrtcGetNumSupportedArchs")
         archs = (c_int * count.value)()
         self._check(lib.nvrtcGetSupportedArchs(archs), "nvrtcGetSupportedArchs")
-        # Each NVRTC builds a range of architectures: CUDA 13 no longer builds for Pascal or Volta,
-        # and an older one knows no GPU newer than itself.
         self.architectures = [divmod(a, 10) for a in archs]
 
     def _check(self, rc: int, what: str) -> None:
