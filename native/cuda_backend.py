@@ -48,7 +48,7 @@ class CudaDevice:
         self.name = self._drv.name
         self.int8_mma = cc >= (8, 0)  # prompt passes of q8 / q8x2 on tensor cores
         self.graphs = os.environ.get("MTPRUN_CUDA_GRAPHS", "1") != "0" if graphs is None else graphs
-        self.early_launches = self._drv.early_launches  # graphs start early launches as the kernel before drains
+        self.early_launches = self._drv.early_launches  # graphs start each kernel as the one before drains
         self._stream = self._drv.create_stream()
 
     def alloc(self, nbytes: int) -> Buffer:
@@ -83,7 +83,7 @@ class CudaDevice:
         self._drv.synchronize()  # the index and table uploads of compilation are done
         if self.early_launches:
             try:
-                return launches, CudaGraph(self._drv, self._stream, launches, [l.early for l in c.launches])
+                return launches, CudaGraph(self._drv, self._stream, launches, early=True)
             except CudaError:  # a driver that cannot capture them: plain launches from now on
                 self.early_launches = False
         return launches, CudaGraph(self._drv, self._stream, launches)

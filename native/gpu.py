@@ -64,6 +64,21 @@ def mmt_shared(suffix: str, planes: int) -> int:
     tokens = MMT_TOKENS // planes
     stage = MMT_ROWS * MMT_SLOTS[suffix] + planes * tokens * MMT_STRIDE + 4 * planes * (256 // Q8_BLOCKS[suffix]) * tokens
     return (3 if 3 * stage <= MMT_SHARED_MAX else 2) * stage
+
+
+# The q8_mmv kernels (matmul_q8_mma.cu's MMV_* constants): verify-sized batches of Q4_K and Q5_K
+# products on tensor cores, 16 weight rows a block, each of its warps staging MMV_STAGES of its
+# super-blocks. Their cost hardly grows with the batch, the dp4a kernels' does. H100, 27B shapes (4
+# layers, q8): the Q4_K products of a 4-token pass 686 -> 573 us; but its Q6_K ones 488 -> 646 us,
+# and 2-token passes 1086 -> 1243 us a step. So they take Q4_K and Q5_K batches of MMV_MIN_TOKENS and
+# more; either kernel gives every row bit for bit as the one-token kernel does.
+MMV_WARPS, MMV_STAGES = 8, 3
+MMV_TYPES, MMV_MIN_TOKENS = ("q4_k", "q5_k"), 3
+
+
+def mmv_shared(suffix: str) -> int:
+    """Dynamic shared memory of a q8_mmv block: each warp's stages of its 16 rows' super-blocks."""
+    return MMV_WARPS * MMV_STAGES * 16 * MMT_SLOTS[suffix]
 # Weight rows and dynamic shared memory (its warps' staged weights) of a q8_mm block, by weight type:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
@@ -120,7 +135,6 @@ class Launch(NamedTuple):
     block: int  # threads per workgroup
     shared: int  # bytes of dynamic shared memory
     values: list  # the arguments as ctypes values, in the kernel's parameter order
-    early: bool = False  # the kernel calls wait_previous() (kernels/common.cuh): it may start as the one before drains
 
 
 class DeviceBuffer(Protocol):
@@ -360,9 +374,8 @@ class GpuBackend:
             self._dev.upload(buf.ptr, data)
         return buf.ptr
 
-    def _launch(self, c: Compiled, kernel: str, grid: tuple[int, int], block: int, values: list, shared: int = 0,
-                early: bool = False) -> None:
-        c.launches.append(Launch(kernel, grid, block, shared, values, early))
+    def _launch(self, c: Compiled, kernel: str, grid: tuple[int, int], block: int, values: list, shared: int = 0) -> None:
+        c.launches.append(Launch(kernel, grid, block, shared, values))
 
     def _state(self, graph: Graph, table: dict, name: str, shape: tuple[int, ...]):
         st = table.get(name)
@@ -393,15 +406,17 @@ class GpuBackend:
         if planes and w.suffix in Q8_BLOCKS:
             xq, xd = self._q8_rows(c, x, x_node, n, k, Q8_BLOCKS[w.suffix], planes)
             args = [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)]
-            if n > MM_BATCHES[-1] and getattr(self._dev, "int8_mma", False):  # a prompt pass: tensor cores
+            tensor_cores = getattr(self._dev, "int8_mma", False)
+            if n > MM_BATCHES[-1] and tensor_cores:  # a prompt pass
                 self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // (MMT_TOKENS // planes)), -(-m // MMT_ROWS)),
                              32 * MMT_WARPS, args, mmt_shared(w.suffix, planes))
+            elif n >= MMV_MIN_TOKENS and tensor_cores and w.suffix in MMV_TYPES:  # a verify batch
+                self._launch(c, f"q8_mmv_{w.suffix}_{planes}", (-(-m // 16), 1), 32 * MMV_WARPS, args, mmv_shared(w.suffix))
             else:
                 rows, shared = Q8_MM_BLOCKS[w.suffix][nb > 1]
-                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared, early=True)
+                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared)
             return
-        self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)],
-                     early=True)
+        self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
     def _q8_rows(self, c: Compiled, x: int, x_node: int, n: int, k: int, block: int, planes: int) -> tuple[int, int]:
         """x's int8 rows for the products that follow: quantized into one scratch area per graph,

@@ -5,6 +5,8 @@ or NVRTC is present, as on CI."""
 
 from __future__ import annotations
 
+import re
+
 import gguf
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 import mtprun
 from fixtures import model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
+from mtprun.native.cuda.module import KERNEL_DIR
 from mtprun.native.cuda_backend import MIN_COMPUTE_CAPABILITY
 from mtprun.runner.errors import MtprunError
 from test_gpu_backends import CHANNELS, WIDTH, random_weight, recurrent_graph, recurrent_inputs, recurrent_states
@@ -122,8 +125,8 @@ def test_graph_replay_equals_direct_launches_across_commits():
 @pytest.mark.parametrize("mode", ["f32", "q8"])
 def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch, mode):
     """tinycoder with MTP (verify batches, rollbacks) through CUDA graphs and through one launch per
-    kernel: the same tokens and the same logits, bit for bit. On sm_90 the graphs start the matrix
-    products early (programmatic dependent launch), the direct launches never."""
+    kernel: the same tokens and the same logits, bit for bit. On sm_90 the graphs start each kernel
+    as the one before drains (programmatic dependent launch), the direct launches never."""
     m = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024, activations=mode)
     monkeypatch.setenv("MTPRUN_CUDA_GRAPHS", "0")
     direct = mtprun.load(model_file("tinycoder", "q8_0"), backend="cuda", n_ctx=1024, activations=mode)
@@ -136,7 +139,37 @@ def test_graph_replay_equals_direct_launches_on_a_model(monkeypatch, mode):
         assert np.array_equal(m.logits(ids), direct.logits(ids))
     dev = m._ctx.backend._dev
     assert dev.early_launches == (dev._drv.compute_capability >= (9, 0) and dev._drv.version >= 12030)
-    assert any(launch.early for c in m._ctx.backend._compiled.values() for launch in c.launches)
+
+
+def _kernel_bodies(text: str) -> dict[str, str]:
+    """Each `extern "C" __global__` kernel's name and body (to its matching brace)."""
+    bodies = {}
+    for m in re.finditer(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\)[\s\\]*)?([\w#]+)\(', text):
+        start = text.index("{", m.end())
+        depth, i = 0, start
+        while True:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                break
+            i += 1
+        bodies[m.group(1)] = text[start : i + 1]
+    return bodies
+
+
+def test_every_kernel_waits_for_the_kernels_before_it():
+    """Graphs start every kernel as a programmatic dependent of the one before (sm_90), so each must
+    call wait_previous() before it reads what earlier kernels wrote: directly (begin_kernel), or, for
+    the matrix products that first start their weight copies, in the template it calls."""
+    text = "\n".join(p.read_text() for p in sorted(KERNEL_DIR.glob("*.cu")))
+    kernels = _kernel_bodies(text)
+    assert len(kernels) >= 20
+    for name, body in kernels.items():
+        if "begin_kernel();" in body:
+            continue
+        assert "allow_next();" in body, name
+        callee = re.search(r"(\w+)<[^;]*>\(", body).group(1)
+        template = re.search(rf"__device__ __forceinline__ void {callee}\([^)]*\) \{{(.*?)\n\}}", text, re.S)
+        assert template is not None and "wait_previous();" in template.group(1), name
 
 
 @needs_cuda
@@ -205,27 +238,31 @@ def test_wide_norms_fused_equal_separate_ones(mode):
 
 
 @needs_cuda
+@pytest.mark.parametrize("tensor_cores", [True, False], ids=["mma", "dp4a"])
 @pytest.mark.parametrize("mode", ["q8", "q8x2"])
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K], ids=lambda t: t.name)
-def test_int8_activation_products(qtype, mode):
-    """kernels/matmul_q8.cu (batches up to 8) and matmul_q8_mma.cu (prompt passes, tensor cores)
-    against the NumPy model of the CPU backend's int8 modes (q8_model): the same activation rows and
-    exact integer block sums, only the float32 order of the block terms differs, so within float32
-    rounding. Every row is bit-equal whatever the batch of its kernel: 1..8 rows (each NB kernel) as
-    one row alone, and 9 or more as in the whole 40-row batch, at any offset."""
+def test_int8_activation_products(qtype, mode, tensor_cores):
+    """kernels/matmul_q8.cu (dp4a: one token, and batches up to 8 without tensor cores) and
+    matmul_q8_mma.cu (tensor cores: Q4_K and Q5_K batches of 3..8, q8_mmv; prompt passes, q8_mmt) against
+    the NumPy model of the CPU backend's int8 modes (q8_model): the same activation rows and exact
+    integer block sums, only the float32 order of the block terms differs, so within float32
+    rounding. Every row is bit-equal whatever the batch of its kernel: 1..8 rows as one row alone
+    (q8_mmv as the one-token kernel), and 9 or more as in the whole 40-row batch, at any offset.
+    11 super-blocks a K-quant row: each of q8_mmv's warps adds up several, some none."""
     import q8_model
     from mtprun.native.cuda_backend import CudaBackend
     from test_cpu_q8 import MODES, _activations, _matmul
 
     rng = np.random.default_rng(700 + int(qtype))
-    m, k = 37, 800 if qtype == T.Q8_0 else 768  # 37 rows: past two blocks of 16, inside one of 64; 800: a partial chunk
+    m, k = 37, 800 if qtype == T.Q8_0 else 2816  # 37 rows: past two blocks of 16, inside one of 64; 800: a partial chunk
     w = random_weight("w", qtype, (m, k), rng)
     x = np.concatenate([_activations(rng, 11, k), rng.standard_normal((29, k)).astype(F32)])
     be = CudaBackend(activations=mode)
+    if not be._dev.int8_mma and tensor_cores:
+        pytest.skip(f"{be._dev.name} has no int8 tensor-core products")
+    be._dev.int8_mma = tensor_cores  # before any graph is compiled
     be.load_weights({"w": w})
     full = _matmul(be, x, m)
-    kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
-    assert any(name.startswith("q8_mmt_") for name in kernels) == be._dev.int8_mma, kernels
     single = np.concatenate([_matmul(be, x[i : i + 1], m) for i in range(len(x))])
     ref = q8_model.matmul(qtype, w.data, x, MODES[mode])
     for got in (full, single):
@@ -235,6 +272,9 @@ def test_int8_activation_products(qtype, mode):
         for start in (0, 3, len(x) - n):
             expect = (single if n <= 8 else full)[start : start + n]
             assert np.array_equal(_matmul(be, x[start : start + n], m), expect), (n, start)
+    kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
+    assert any(name.startswith("q8_mmt_") for name in kernels) == tensor_cores, kernels
+    assert any(name.startswith("q8_mmv_") for name in kernels) == (tensor_cores and qtype in (T.Q4_K, T.Q5_K)), kernels
 
 
 def test_the_prompt_pass_kernels_constants_match_gpu_py():
@@ -247,7 +287,7 @@ def test_the_prompt_pass_kernels_constants_match_gpu_py():
     from mtprun.native.cuda.module import KERNEL_DIR
 
     values: dict[str, int] = {}
-    for name, line in re.findall(r"^#define (MMT_\w+) (.*)$", (KERNEL_DIR / "matmul_q8_mma.cu").read_text(), re.M):
+    for name, line in re.findall(r"^#define (MM[TV]_\w+) (.*)$", (KERNEL_DIR / "matmul_q8_mma.cu").read_text(), re.M):
         expr = line.split("//")[0]
         for known, value in values.items():
             expr = re.sub(rf"\b{known}\b", str(value), expr)
@@ -255,4 +295,5 @@ def test_the_prompt_pass_kernels_constants_match_gpu_py():
         values[name] = int(eval(expr.replace("/", "//")))  # digits and operators only (checked above)
     assert [values[f"MMT_{k}"] for k in ("TOKENS", "ROWS", "WARPS", "STRIDE", "BLOCKS_PER_SM", "SHARED_MAX")] == [
         gpu.MMT_TOKENS, gpu.MMT_ROWS, gpu.MMT_WARPS, gpu.MMT_STRIDE, gpu.MMT_BLOCKS_PER_SM, gpu.MMT_SHARED_MAX]
+    assert [values["MMV_WARPS"], values["MMV_STAGES"]] == [gpu.MMV_WARPS, gpu.MMV_STAGES]
     assert {k[len("MMT_SLOT_"):].lower(): v for k, v in values.items() if k.startswith("MMT_SLOT_")} == gpu.MMT_SLOTS

@@ -1,8 +1,9 @@
 """The CUDA driver API (libcuda.so.1) through ctypes: one device, its primary context, memory,
 modules, kernel launches, and CUDA graphs: a launch list captured once on a stream
 (cuStreamBeginCapture / cuStreamEndCapture), instantiated, then replayed with one cuGraphLaunch.
-Launches marked early are captured with programmatic stream serialization (sm_90 and later), so
-that the graph lets each start while the kernel before it drains.
+With `early`, every launch after the first is captured with programmatic stream serialization
+(sm_90 and later), so that the graph lets each kernel start while the one before it drains (the
+kernels' allow_next / wait_previous, kernels/common.cuh).
 Work runs on one blocking stream, so the synchronous copies and memsets of the legacy default
 stream (weight uploads, state resets and reads) stay ordered with it."""
 
@@ -187,15 +188,15 @@ class Driver:
         config = _LaunchConfig((gx, gy, 1), (block, 1, 1), shared, stream, ctypes.pointer(attr), 1)
         return self._lib.cuLaunchKernelEx(byref(config), fn, params, None)
 
-    def capture(self, stream: c_void_p, launches: Sequence, early: Sequence[bool] = ()) -> tuple[c_void_p, c_void_p]:
-        """Capture (fn, (gx, gy), block, shared, params, ...) launches on `stream` into a graph, those
-        whose `early` flag is set as programmatic dependents; returns (graph, instantiated graph)."""
+    def capture(self, stream: c_void_p, launches: Sequence, early: bool = False) -> tuple[c_void_p, c_void_p]:
+        """Capture (fn, (gx, gy), block, shared, params, ...) launches on `stream` into a graph, with
+        `early` each after the first as a programmatic dependent; returns (graph, instantiated graph)."""
         lib = self._lib
         self.check(lib.cuStreamBeginCapture_v2(stream, _CAPTURE_RELAXED), "cuStreamBeginCapture")
         rc = 0
         try:
             for i, (fn, (gx, gy), block, shared, params, *_) in enumerate(launches):
-                if i < len(early) and early[i]:
+                if early and i:
                     rc = self._launch_early(fn, gx, gy, block, shared, stream, params)
                 else:
                     rc = lib.cuLaunchKernel(fn, gx, gy, 1, block, 1, 1, shared, stream, params, None)
@@ -274,7 +275,7 @@ class HostBuffer:
 class CudaGraph:
     """An instantiated CUDA graph of a launch list, replayed with `launch`; destroyed with it."""
 
-    def __init__(self, driver: Driver, stream: c_void_p, launches: Sequence, early: Sequence[bool] = ()) -> None:
+    def __init__(self, driver: Driver, stream: c_void_p, launches: Sequence, early: bool = False) -> None:
         self.driver = driver
         self.graph, self.exe = driver.capture(stream, launches, early)
 

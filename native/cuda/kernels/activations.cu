@@ -46,9 +46,11 @@ __device__ __forceinline__ void q8_rows(const float* x, i8* q, float* d, int n, 
 }
 
 extern "C" __global__ void __launch_bounds__(128) q8_rows_32(const float* x, i8* q, float* d, int n, int k, int planes) {
+    begin_kernel();
     q8_rows<32>(x, q, d, n, k, planes);
 }
 
 extern "C" __global__ void __launch_bounds__(128) q8_rows_256(const float* x, i8* q, float* d, int n, int k, int planes) {
+    begin_kernel();
     q8_rows<256>(x, q, d, n, k, planes);
 }

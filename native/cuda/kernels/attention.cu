@@ -8,6 +8,7 @@
 
 extern "C" __global__ void kv_write(const float* k, const float* v, const int* pos, float* kc, float* vc, int n_kv_head, int d,
                                     int n_ctx, int* err) {
+    begin_kernel();
     const int i = blockIdx.x / n_kv_head, h = blockIdx.x % n_kv_head;
     const int p = pos[i];
     if (p < 0 || p >= n_ctx) {
@@ -23,6 +24,7 @@ extern "C" __global__ void kv_write(const float* k, const float* v, const int* p
 
 extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS) attention(const float* q, const float* kc, const float* vc, const int* pos,
                                                                        float* o, int n_head, int n_kv_head, int d, float scale, int n_ctx) {
+    begin_kernel();
     __shared__ float s_max[ATT_WARPS], s_sum[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_D];
     const int i = blockIdx.x / n_head, h = blockIdx.x % n_head, hk = h / (n_head / n_kv_head);

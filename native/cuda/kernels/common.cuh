@@ -35,13 +35,29 @@ __device__ __forceinline__ F warp_sum(F v) {
 // Sigmoid as the reference computes it: in double, rounded once to float.
 __device__ __forceinline__ float sigmoid_f(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
 
-// Programmatic dependent launch (sm_90 and later): gpu.py marks the launches of the kernels that
-// call this `early`, and an early launch may start while the kernel before it drains. Nothing
-// before this call may read what earlier kernels write, or write what they read.
+// Programmatic dependent launch (sm_90 and later): a captured graph starts every kernel after its
+// first as a programmatic dependent of the one before. Each kernel first calls allow_next(), so the
+// next kernel's blocks may be placed once all of this one's have started, then wait_previous()
+// before it reads anything an earlier kernel wrote or writes anything one reads; nothing but the
+// weights may be touched before that wait. The wait covers the whole chain: a kernel ends only after
+// its own wait, so when it returns every kernel before it has ended and its writes are visible.
+// Without the graph's programmatic edges (direct launches) both are no-ops.
+__device__ __forceinline__ void allow_next() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void wait_previous() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// The opening of a kernel that has nothing to do before the wait.
+__device__ __forceinline__ void begin_kernel() {
+    allow_next();
+    wait_previous();
 }
 
 // Which buffer holds snapshot slot r while buffer `committed` holds the committed state.

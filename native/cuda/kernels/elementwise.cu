@@ -9,6 +9,7 @@ __device__ __forceinline__ float binary_f(int op, float x, float y) { return op 
 // o = a (op) b, both read through 4-D element strides (0 on broadcast axes) of the output shape.
 extern "C" __global__ void binary(const float* a, const float* b, float* o, i64 total, int op, i64 n1, i64 n2, i64 n3,
                                   i64 sa0, i64 sa1, i64 sa2, i64 sa3, i64 sb0, i64 sb1, i64 sb2, i64 sb3) {
+    begin_kernel();
     for (i64 idx = blockIdx.x * (i64)blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x) {
         const i64 i3 = idx % n3, t2 = idx / n3, i2 = t2 % n2, t1 = t2 / n2, i1 = t1 % n1, i0 = t1 / n1;
         const float x = a[i0 * sa0 + i1 * sa1 + i2 * sa2 + i3 * sa3];
@@ -30,12 +31,14 @@ __device__ __forceinline__ float unary_f(int op, float v, float factor) {
 }
 
 extern "C" __global__ void unary(const float* x, float* o, i64 total, int op, float factor) {
+    begin_kernel();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
         o[i] = unary_f(op, x[i], factor);
 }
 
 // SwiGLU of the routed experts: o = silu(g) * u, as the reference's (g * sigmoid(g)) * u.
 extern "C" __global__ void swiglu(const float* g, const float* u, float* o, i64 total) {
+    begin_kernel();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
         const float v = g[i];
         o[i] = v * sigmoid_f(v) * u[i];
@@ -57,6 +60,7 @@ struct Chain {
 };
 
 extern "C" __global__ void chain(const Chain c, float* o, i64 total, i64 n1, i64 n2, i64 n3) {
+    begin_kernel();
     for (i64 idx = blockIdx.x * (i64)blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x) {
         i64 i0 = 0, i1 = 0, i2 = 0, i3 = idx;
         if (!c.flat) {

@@ -392,6 +392,7 @@ __device__ __forceinline__ void get_rows(const u8* W, i64 row_bytes, const int* 
 #define MM_NB(NAME, T, NB)                                                                                     \
     extern "C" __global__ void __launch_bounds__(32 * MM_WARPS)                                               \
         mm_##NAME##_##NB(const u8* W, i64 row_bytes, const float* x, float* y, int n, int m, int k) {         \
+        allow_next();                                                                                         \
         mm<T, NB>(W, row_bytes, x, y, n, m, k);                                                                \
     }
 
@@ -402,9 +403,11 @@ __device__ __forceinline__ void get_rows(const u8* W, i64 row_bytes, const int* 
     MM_NB(NAME, T, 8)                                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * MM_WARPS) mmid_##NAME(                                  \
         const u8* W, i64 row_bytes, i64 expert_bytes, const int* ids, int xdiv, const float* x, float* y, int m, int k) { \
+        begin_kernel();                                                                                                   \
         mm_id<T>(W, row_bytes, expert_bytes, ids, xdiv, x, y, m, k);                                           \
     }                                                                                                          \
     extern "C" __global__ void get_rows_##NAME(const u8* W, i64 row_bytes, const int* ids, float* out, int d, int n_rows, int* err) { \
+        begin_kernel();                                                                                                               \
         get_rows<T>(W, row_bytes, ids, out, d, n_rows, err);                                                   \
     }
 

@@ -3,8 +3,10 @@
 // with Q4_K, Q5_K, Q6_K and Q8_0 weights run on integer dot products (dp4a: four values an
 // instruction, exact), where the float32 path spends three instructions a value and so cannot keep
 // up with the memory. The int8 rows come from activations.cu (q8_rows, or a fused kernel). A row's
-// sum runs in a fixed order whatever the batch: every lane covers the same blocks in the same order
-// for each token, then a butterfly.
+// sum runs in a fixed order whatever the batch. Q8_0: every lane covers the same blocks in the same
+// order for each token, then a butterfly. K-quants: the K-quant order (kq_term, kq_total), which
+// matmul_q8_mma.cu's q8_mmv keeps on tensor cores: the four lanes of a super-block add their
+// integer sums first, then each super-block is one float term.
 //
 // The weights reach the lanes through shared memory: each warp copies the contiguous bytes of its
 // rows' next steps with 16-byte cp.async (whole lines a warp instruction, and no registers held
@@ -13,6 +15,19 @@
 __device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, (int)b, c); }
 
 __device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4*)p); }
+
+// The K-quant order of a row's sum in the int8 modes, shared by the small-batch kernels (q8_mm here,
+// q8_mmv on tensor cores), so that a verify batch's rows equal the one-token kernel's bit for bit.
+// Super-block u of a row is one term from its whole integer sums (scale x block dot, min x x sum)
+// and x's scale dx, rounded step by step (no fused multiply-add: both kernels round the same way);
+// the terms of super-blocks u = c mod 8 add up in order into partial c (plane by plane in q8x2);
+// kq_total adds the eight partials in one tree.
+__device__ __forceinline__ float kq_term(float d, float dmin, float dx, int isum, int imn) {
+    return __fsub_rn(__fmul_rn(__fmul_rn(d, dx), (float)isum), __fmul_rn(__fmul_rn(dmin, dx), (float)imn));
+}
+__device__ __forceinline__ float kq_total(const float* a) {
+    return __fadd_rn(__fadd_rn(__fadd_rn(a[0], a[4]), __fadd_rn(a[2], a[6])), __fadd_rn(__fadd_rn(a[1], a[5]), __fadd_rn(a[3], a[7])));
+}
 
 // Per format: which block (unit) a lane reads at each warp step (as Fast<T> in matmul.cu), its
 // part of a block in the shared-memory copy, its weight quants unpacked to bytes (unsigned below
@@ -24,6 +39,7 @@ __device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4
 // fifth bits are bits 2c and 2c+1 of qh byte i.
 template <bool Q5> struct IntK45 {
     static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = Q5 ? 176 : 144;
+    static constexpr bool KQ = true;  // the K-quant order (kq_term)
     int unit, c;
     __device__ IntK45(int lane) : unit(lane >> 2), c(lane & 3) {}
     __device__ int units(int k) const { return k >> 8; }
@@ -89,15 +105,16 @@ template <bool Q5> struct IntK45 {
         v.d = __ldg(xd + u);
         return v;
     }
-    __device__ float dot(const W& w, const X& v) const {
+    // This lane's part of the super-block's integer sums: scale x block dot, min x sum of x.
+    __device__ void sums(const W& w, const X& v, int& isum, int& imn) const {
         int ia = 0, ib = 0;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             ia = dp4(w.lo[i], v.a[i], ia);
             ib = dp4(w.hi[i], v.b[i], ib);
         }
-        const int isum = w.sc0 * ia + w.sc1 * ib, imn = w.mn0 * v.sa + w.mn1 * v.sb;
-        return (w.d * v.d) * (float)isum - (w.dmin * v.d) * (float)imn;
+        isum = w.sc0 * ia + w.sc1 * ib;
+        imn = w.mn0 * v.sa + w.mn1 * v.sb;
     }
 };
 
@@ -111,12 +128,13 @@ template <> struct Int<T_Q5_K> : IntK45<true> { using IntK45<true>::IntK45; };
 // 32 half + 16j. Quants q - 32 taken as q with 32 times the run's x sum subtracted.
 template <> struct Int<T_Q6_K> {
     static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = 210;
+    static constexpr bool KQ = true;
     int unit, half, j;
     __device__ Int(int lane) : unit(lane >> 2), half((lane >> 1) & 1), j(lane & 1) {}
     __device__ int units(int k) const { return k >> 8; }
     using Load = Q6Bytes<4>;
     __device__ Load load(const u8* b) const { return q6_k_bytes<4, FromShared>(b, half, j); }
-    struct W { u32 q[4][4]; int sc[4]; float d; };
+    struct W { u32 q[4][4]; int sc[4]; float d; static constexpr float dmin = 0.0f; };
     __device__ W unpack(const Load& l) const {
         W w;
 #pragma unroll
@@ -146,20 +164,21 @@ template <> struct Int<T_Q6_K> {
         v.d = __ldg(xd + u);
         return v;
     }
-    __device__ float dot(const W& w, const X& v) const {
-        int isum = 0;
+    __device__ void sums(const W& w, const X& v, int& isum, int& imn) const {
+        isum = 0;
 #pragma unroll
         for (int t = 0; t < 4; t++) {
             const int s = dp4(w.q[t][0], v.q[t].x, dp4(w.q[t][1], v.q[t].y, dp4(w.q[t][2], v.q[t].z, dp4(w.q[t][3], v.q[t].w, 0))));
             isum += w.sc[t] * (s - 32 * v.s[t]);
         }
-        return (w.d * v.d) * (float)isum;
+        imn = 0;
     }
 };
 
 // Q8_0: lane h of 2 per 32-value block, 16 blocks a step: quants 16h .. 16h+15.
 template <> struct Int<T_Q8_0> {
     static constexpr int PER_STEP = 16, BLOCK = 32, BYTES = 34;
+    static constexpr bool KQ = false;
     Fast<T_Q8_0> f;
     int unit;
     __device__ Int(int lane) : f(lane), unit(f.unit) {}
@@ -275,7 +294,21 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
                 for (int p = 0; p < P; p++) {
                     const typename F::X v = b == 0 && p == 0 ? v0 : f.x(xq + (row0 + p) * k, xd + (row0 + p) * per_row, u);
 #pragma unroll
-                    for (int r = 0; r < R; r++) acc[r][b] = acc[r][b] + f.dot(w[r], v);
+                    for (int r = 0; r < R; r++) {
+                        if constexpr (F::KQ) {
+                            int isum, imn;
+                            f.sums(w[r], v, isum, imn);
+                            // the super-block's four lanes (all in or all out of this branch)
+                            const u32 quad = 0xFu << (lane & ~3);
+                            isum += __shfl_xor_sync(quad, isum, 1);
+                            imn += __shfl_xor_sync(quad, imn, 1);
+                            isum += __shfl_xor_sync(quad, isum, 2);
+                            imn += __shfl_xor_sync(quad, imn, 2);
+                            acc[r][b] = __fadd_rn(acc[r][b], kq_term(w[r].d, w[r].dmin, v.d, isum, imn));
+                        } else {
+                            acc[r][b] = acc[r][b] + f.dot(w[r], v);
+                        }
+                    }
                 }
             }
         }
@@ -283,7 +316,16 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int b = 0; b < NB; b++) acc[r][b] = warp_sum(acc[r][b]);
+        for (int b = 0; b < NB; b++) {
+            if constexpr (F::KQ) {  // lane 4c holds partial c (its four lanes the same): kq_total's tree
+                float& a = acc[r][b];
+                a = __fadd_rn(a, __shfl_xor_sync(0xffffffffu, a, 16));
+                a = __fadd_rn(a, __shfl_xor_sync(0xffffffffu, a, 8));
+                a = __fadd_rn(a, __shfl_xor_sync(0xffffffffu, a, 4));
+            } else {
+                acc[r][b] = warp_sum(acc[r][b]);
+            }
+        }
     if (lane == 0) {
 #pragma unroll
         for (int r = 0; r < R; r++)
@@ -296,6 +338,7 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
 #define Q8_MM(NAME, T, NB, P, R, SMEM)                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * MM_WARPS) q8_mm_##NAME##_##NB##_##P(                    \
         const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        allow_next();                                                                                        \
         q8_mm<T, NB, P, R, SMEM>(W, row_bytes, xq, xd, y, n, m, k);                                            \
     }
 

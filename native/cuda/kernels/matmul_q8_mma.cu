@@ -77,7 +77,7 @@ template <int T> struct Mma;
 template <bool Q5> struct MmaK45 {
     static constexpr int UNIT = 256, BYTES = Q5 ? 176 : 144, SLOT = Q5 ? MMT_SLOT_Q5_K : MMT_SLOT_Q4_K;
     static constexpr bool MINS = true;
-    struct Frag { u32 a[8][4], ah[2], al[2]; int sc[8][2]; float d[2], dmin[2]; };
+    struct Frag { u32 a[8][4], ah[2], al[2], mn[2][2]; int sc[8][2]; float d[2], dmin[2]; };  // mn: the mins' words (q8_mmv)
     static __device__ Frag load(const u8* const* rows, int u, int t) {
         Frag f;
 #pragma unroll
@@ -109,6 +109,7 @@ template <bool Q5> struct MmaK45 {
             for (int j = 0; j < 8; j++) f.sc[j][r] = (int)__byte_perm(sc[j >> 2], 0u, 0x4440u | (j & 3));
             const u32 mine = (t & 1) ? mn[1] : mn[0];  // depths 4 (t & 1) .. + 3 of either half: mins 4 (t & 1) ..
             f.ah[r] = t < 2 ? mine : 0u, f.al[r] = t < 2 ? 0u : mine;
+            f.mn[0][r] = mn[0], f.mn[1][r] = mn[1];
         }
         return f;
     }
@@ -327,6 +328,7 @@ __device__ __forceinline__ void q8_mmt(const u8* W, i64 row_bytes, const i8* xq,
 #define Q8_MMT(NAME, T, P)                                                                                     \
     extern "C" __global__ void __launch_bounds__(32 * MMT_WARPS, MMT_BLOCKS_PER_SM) q8_mmt_##NAME##_##P(                                     \
         const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        begin_kernel();                                                                                      \
         q8_mmt<T, P>(W, row_bytes, xq, xd, y, n, m, k);                                                        \
     }
 
@@ -338,3 +340,118 @@ Q8_MMT(q5_k, T_Q5_K, 1)
 Q8_MMT(q5_k, T_Q5_K, 2)
 Q8_MMT(q6_k, T_Q6_K, 1)
 Q8_MMT(q6_k, T_Q6_K, 2)
+
+// Verify-sized batches (3 .. 8 tokens, as gpu.py dispatches them) of Q4_K and Q5_K products on tensor
+// cores, in the K-quant order of the one-token kernel (matmul_q8.cu's kq_term / kq_total), so that
+// every row equals the one-token kernel's bit for bit: tokens are the 8 columns of one mma tile (past
+// n: the last token again, computed, never stored), the integer sums of a super-block come whole from
+// the mmas, and the float work is the one-token kernel's. With dp4a each token of a batch costs its
+// own integer work; here a batch of 8 costs what one token does.
+//
+// A block takes 16 weight rows; warp c of MMV_WARPS takes the super-blocks u = c mod 8 (partial c of
+// kq_total), staging its 16 rows of each through shared memory by cp.async MMV_STAGES - 1 ahead, as
+// q8_mm does. x comes straight from global memory (a few KiB, shared by every block: cached).
+#define MMV_WARPS 8
+#define MMV_STAGES 3
+
+// The integer sums of one super-block against x at `x` (this thread's token, its 256 values):
+// isum[e] = sum over blocks of scale x dot, imn[e] = sum over sub-blocks of min x sum of x, for the
+// accumulator elements e (rows g, g, g+8, g+8 by tokens 2t, 2t+1). Q4_K and Q5_K: 8 blocks of 32, each
+// with a scale and a min.
+template <int T> __device__ __forceinline__ void mmv_sums(const typename Mma<T>::Frag& f, const i8* x, int t, int* isum, int* imn) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) isum[e] = imn[e] = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const uint2 b = __ldg((const uint2*)(x + 32 * j + 8 * t));
+        int c[4] = {0, 0, 0, 0};
+        mma_k32(f.a[j], b.x, b.y, c);
+#pragma unroll
+        for (int e = 0; e < 4; e++) isum[e] += f.sc[j][e >> 1] * c[e];
+        // the mins: min j of the row in every byte of A, so the mma adds min j x (sum of x's sub-block j)
+        const u32 sel = 0x1111u * (j & 3), m0 = __byte_perm(f.mn[j >> 2][0], 0u, sel), m1 = __byte_perm(f.mn[j >> 2][1], 0u, sel);
+        const u32 am[4] = {m0, m1, m0, m1};
+        mma_k32(am, b.x, b.y, imn);
+    }
+}
+
+// y [n, m] = x W^T from x's int8 rows (P planes a token), n <= 8, W [m, k] (a K-quant); grid
+// (ceil(m / 16)), MMV_WARPS warps, mmv_shared bytes of dynamic shared memory.
+template <int T, int P>
+__device__ __forceinline__ void q8_mmv(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
+    using F = Mma<T>;
+    constexpr int SLOT = F::SLOT, WARP_SLOT = 16 * SLOT, PIECES = SLOT / 16;
+    extern __shared__ uint4 mmv_stage[];
+    __shared__ float partial[MMV_WARPS][16][8];
+    const int lane = threadIdx.x & 31, c = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int row_base = blockIdx.x * 16, per_row = k / 256;
+    const int mine = per_row > c ? (per_row - c + MMV_WARPS - 1) / MMV_WARPS : 0;  // super-blocks c, c + 8, ..
+    u8* const stage = (u8*)mmv_stage + c * (MMV_STAGES * WARP_SLOT);
+    auto block_of = [&](int r, int i) { return W + (i64)min(row_base + r, m - 1) * row_bytes + (i64)(c + MMV_WARPS * i) * F::BYTES; };
+    // This warp's i-th super-block of its 16 rows into slot i % MMV_STAGES, each row from its 16-byte
+    // aligned-down start; one commit group each, empty past the last.
+    auto copy = [&](int i) {
+        if (i < mine) {
+            u8* const slot = stage + (i % MMV_STAGES) * WARP_SLOT;
+            for (int q = lane; q < 16 * PIECES; q += 32) {
+                const int r = q / PIECES, piece = q % PIECES;
+                const u8* src = block_of(r, i);
+                const int mis = (int)((size_t)src & 15);
+                if (16 * piece < mis + F::BYTES) cp_async16(slot + r * SLOT + 16 * piece, src - mis + 16 * piece);
+            }
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < MMV_STAGES - 1; i++) copy(i);
+    wait_previous();  // the first weights are on their way; x comes from the kernels before
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int tok = min(g, n - 1);  // B column g
+    for (int i = 0; i < mine; i++) {
+        __syncwarp();  // every lane is done with the slot that super-block i + MMV_STAGES - 1 refills
+        copy(i + MMV_STAGES - 1);
+        cp_async_wait<MMV_STAGES - 1>();
+        __syncwarp();  // every lane's copies of super-block i have landed
+        const int u = c + MMV_WARPS * i;
+        const u8* const slot = stage + (i % MMV_STAGES) * WARP_SLOT;
+        const u8* rows[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) rows[r] = slot + (g + 8 * r) * SLOT + (int)((size_t)block_of(g + 8 * r, i) & 15);
+        const typename F::Frag f = F::load(rows, 0, t);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int isum[4], imn[4];
+            mmv_sums<T>(f, xq + ((i64)tok * P + p) * k + 256 * u, t, isum, imn);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, te = min(2 * t + (e & 1), n - 1);
+                const float dx = __ldg(xd + ((i64)te * P + p) * per_row + u);
+                float dmin = 0.0f;
+                if constexpr (F::MINS) dmin = f.dmin[r];
+                acc[e] = __fadd_rn(acc[e], kq_term(f.d[r], dmin, dx, isum[e], imn[e]));
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 4; e++) partial[c][g + 8 * (e >> 1)][2 * t + (e & 1)] = acc[e];
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        const int r = threadIdx.x >> 3, b = threadIdx.x & 7;
+        float a[MMV_WARPS];
+#pragma unroll
+        for (int w = 0; w < MMV_WARPS; w++) a[w] = partial[w][r][b];
+        if (row_base + r < m && b < n) y[(i64)b * m + row_base + r] = kq_total(a);
+    }
+}
+
+#define Q8_MMV(NAME, T, P)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(32 * MMV_WARPS) q8_mmv_##NAME##_##P(                          \
+        const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        allow_next();                                                                                          \
+        q8_mmv<T, P>(W, row_bytes, xq, xd, y, n, m, k);                                                        \
+    }
+
+Q8_MMV(q4_k, T_Q4_K, 1)
+Q8_MMV(q4_k, T_Q4_K, 2)
+Q8_MMV(q5_k, T_Q5_K, 1)
+Q8_MMV(q5_k, T_Q5_K, 2)

@@ -3,6 +3,7 @@
 // Softmax of the router logits [n, E], top n_used (ties to the lower index), weights renormalised;
 // one block per row, the scalar steps on thread 0 (E is small next to the matmuls).
 extern "C" __global__ void moe_route(const float* logits, int* ids, float* wts, int n_expert, int n_used) {
+    begin_kernel();
     extern __shared__ float probs[];
     const float* lg = logits + (i64)blockIdx.x * n_expert;
     if (threadIdx.x != 0) return;
@@ -30,6 +31,7 @@ extern "C" __global__ void moe_route(const float* logits, int* ids, float* wts, 
 
 // out[i] = sum over slots s (in order) of down[i * n_used + s] * wts[i * n_used + s].
 extern "C" __global__ void moe_combine(const float* down, const float* wts, float* out, int n, int d, int n_used) {
+    begin_kernel();
     const i64 total = (i64)n * d;
     for (i64 idx = blockIdx.x * (i64)blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x) {
         const i64 i = idx / d, c = idx % d;

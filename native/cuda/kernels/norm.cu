@@ -20,6 +20,7 @@ __device__ __forceinline__ float norm_scale(double s, int d, float eps, int l2) 
 }
 
 extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_rows(const float* x, const float* w, float* o, int d, float eps, int l2) {
+    begin_kernel();
     const float* xr = x + (i64)blockIdx.x * d;
     float* orow = o + (i64)blockIdx.x * d;
     double s = 0.0;
@@ -117,6 +118,7 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
 #define NORM_FUSED(B, NV)                                                                                      \
     extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_fused_##B##_##NV(const float* a, i64 per, i64 stride, const float* b, \
             float* sum, const float* w, const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2) { \
+        begin_kernel();                                                                                                        \
         norm_fused<B, NV>(a, per, stride, b, sum, w, gate, o, q, qd, planes, d, eps, l2);                      \
     }
 #define NORM_FUSED_NV(B) NORM_FUSED(B, 1) NORM_FUSED(B, 2) NORM_FUSED(B, 4) NORM_FUSED(B, 6) NORM_FUSED(B, 8)

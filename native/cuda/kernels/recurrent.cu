@@ -129,6 +129,7 @@ __device__ __forceinline__ void delta_net(const float* q, const float* k, const 
 #define SSM_CONV_AS(NAME, K, SILU)                                                                              \
     extern "C" __global__ void NAME(const float* x, const float* w, float* o, float* bufs, i64 size, const int* committed_p, int m, \
                                     int n, int C) {                                                            \
+        begin_kernel();                                                                                        \
         ssm_conv<K, SILU>(x, w, o, bufs, size, committed_p, m, n, C);                                            \
     }
 #define SSM_CONV(K) SSM_CONV_AS(ssm_conv_##K, K, false) SSM_CONV_AS(ssm_conv_silu_##K, K, true)
@@ -141,6 +142,7 @@ SSM_CONV(5)
     extern "C" __global__ void __launch_bounds__(128) delta_net_##S(const float* q, const float* k, const float* v, const float* g, \
                                                                   const float* beta, float* o, float* bufs, i64 size, const int* committed_p, \
                                                                   int m, int n, int n_k_head, int n_v_head) { \
+        begin_kernel();                                                                                       \
         delta_net<S>(q, k, v, g, beta, o, bufs, size, committed_p, m, n, n_k_head, n_v_head);                    \
     }
 DELTA_NET(32)

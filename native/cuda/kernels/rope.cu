@@ -1,6 +1,7 @@
 // Rotary embedding of x [n, H, d] at positions pos [n]; one block per (row, head). freq[i] is the
 // reference's float32 angle step of pair i (0 for pairs whose M-RoPE section takes no text position).
 extern "C" __global__ void rope(const float* x, const int* pos, const float* freq, float* o, int n_head, int d, int half) {
+    begin_kernel();
     const float* xr = x + (i64)blockIdx.x * d;
     float* orow = o + (i64)blockIdx.x * d;
     const float p = (float)pos[blockIdx.x / n_head];
