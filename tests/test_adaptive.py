@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import statistics
+
+import pytest
 
 from mtprun.runner.adaptive import AdaptiveDepth
 from fixtures import model_file, needs_fixtures
@@ -265,7 +268,10 @@ def test_a_near_tie_keeps_probing_at_the_base_pace():
 
 # An H100 running tinycoder (bench, 2026-12-06), in decode steps: verify of 1..5 tokens, one MTP
 # draft call, a catch-up's fixed part and its part per row.
-GPU_VERIFY, GPU_DRAFT, GPU_CATCH_UP, GPU_ROW = (1.0, 1.08, 1.14, 1.21, 1.28), 0.28, 0.28, 0.01
+GPU_SHAPE = (1.0, 1.08, 1.14, 1.21, 1.28), 0.28, 0.28, 0.01
+# The same H100 on tinycoder q4_k_m with q8 activations (bench, 2026-12-07: verify/decode 1.13-1.20,
+# a draft call ~0.31 of a decode step; catch-up as above).
+H100_Q8_SHAPE = (1.0, 1.13, 1.15, 1.17, 1.20), 0.31, 0.28, 0.01
 
 
 def _draft_matches(model, ids: list[int], n: int) -> list[int]:
@@ -276,16 +282,18 @@ def _draft_matches(model, ids: list[int], n: int) -> list[int]:
             for i in range(len(greedy) - 1)]
 
 
-def _replay(matches: list[int], choose, observe=None) -> float:
-    """Tokens per decode-step time over one generation, under the GPU cost shape."""
+def _replay(matches: list[int], choose, observe=None, shape=GPU_SHAPE) -> float:
+    """Tokens per decode-step time over one generation, under a cost shape (verify, draft, catch-up
+    fixed part, catch-up row)."""
+    verify_costs, draft_cost, catch_up_cost, row_cost = shape
     p = tokens = plain_rows = 0
     seconds = 0.0
     while p < len(matches):
         depth = choose(min(4, len(matches) - p))
         accepted = min(matches[p], depth)
         rows = plain_rows if depth else 0
-        catch_up = GPU_CATCH_UP + GPU_ROW * rows if rows else 0.0
-        draft, verify = GPU_DRAFT * depth + catch_up, GPU_VERIFY[depth]
+        catch_up = catch_up_cost + row_cost * rows if rows else 0.0
+        draft, verify = draft_cost * depth + catch_up, verify_costs[depth]
         seconds += draft + verify
         plain_rows = 0 if depth else plain_rows + 1
         if observe:
@@ -314,3 +322,27 @@ def test_auto_on_real_drafts_near_the_best_fixed_depth_of_each_prompt():
     for name, matches in traces.items():
         fixed = [_replay(matches, lambda limit, d=d: min(d, limit)) for d in range(5)]
         assert auto[name] >= 0.95 * max(fixed) and auto[name] > fixed[0], (name, auto[name], fixed)
+
+
+@needs_fixtures
+@pytest.mark.xfail(strict=True, reason="#15, open: replayed, auto is 0.86x the best fixed depth on py-module (0.84x "
+                   "measured on the H100, 2026-12-07), 0.91x on py-algorithm, 0.93x on chat-prose. py-module's "
+                   "continuation repeats a 5-token pattern whose every fifth draft fails, so steps of depth 4 stay "
+                   "in phase with it (1.53x plain, depth 3 1.36x): per-position acceptance estimates cannot see that")
+def test_auto_near_the_best_fixed_depth_with_int8_q4_k_m_drafts():
+    """As `mtprun bench --activations q8 -r 3` runs it on the H100: three runs of each prompt in a row,
+    the median of auto over the best fixed depth."""
+    import mtprun
+    from mtprun.runner.bench import load_prompts
+
+    model = mtprun.load(model_file("tinycoder", "q4_k_m"), backend="cpu", n_ctx=1024, max_draft=4, activations="q8")
+    policy, worst = AdaptiveDepth(n_max=4), {}
+    for prompt in load_prompts(None):
+        matches = _draft_matches(model, model.tokenize(prompt.text), 128)
+        best = max(_replay(matches, lambda limit, d=d: min(d, limit), shape=H100_Q8_SHAPE) for d in range(5))
+        runs = []
+        for _ in range(3):
+            policy.begin()
+            runs.append(_replay(matches, policy.choose, policy.observe, shape=H100_Q8_SHAPE) / best)
+        worst[prompt.name] = statistics.median(runs)
+    assert min(worst.values()) >= 0.95, sorted((round(r, 3), name) for name, r in worst.items())
