@@ -29,7 +29,11 @@ def _times(x: float | None) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"
+    """A share as a whole percentage; one that rounds to 0 but is not ("0%" read as nothing) as "<1%"."""
+    if x is None:
+        return "-"
+    text = f"{x:.0%}"
+    return "<1%" if x > 0 and text == "0%" else text
 
 
 def format_report(r: dict) -> str:

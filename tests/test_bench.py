@@ -322,3 +322,11 @@ def test_llama_cpp_timings_wait_for_its_queued_work(monkeypatch):
     result = bench_llama._measure_llama(config, 64, [1] * 8, [[1, 2]], frozenset(), bench.Progress(False), True)
     assert result["prefill_tokens_per_s"] <= 8 / WORK_S
     assert min(result["trunk_seconds"]) >= WORK_S
+
+
+def test_shares_that_round_to_zero_are_not_shown_as_zero():
+    """A launch-bound model's decode on a GPU reads its weights at a tiny share of the copy bandwidth:
+    "0%" read as none at all."""
+    from mtprun.runner.bench_report import _pct
+
+    assert [_pct(x) for x in (None, 0.0, 0.004, 0.005, 0.5, 1.0)] == ["-", "0%", "<1%", "<1%", "50%", "100%"]
