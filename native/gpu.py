@@ -79,6 +79,8 @@ MMV_TYPES, MMV_MIN_TOKENS = ("q4_k", "q5_k"), 3
 def mmv_shared(suffix: str) -> int:
     """Dynamic shared memory of a q8_mmv block: each warp's stages of its 16 rows' super-blocks."""
     return MMV_WARPS * MMV_STAGES * 16 * MMT_SLOTS[suffix]
+
+
 # Weight rows and dynamic shared memory (its warps' staged weights) of a q8_mm block, by weight type:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
