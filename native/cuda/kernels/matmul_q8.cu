@@ -40,6 +40,7 @@ __device__ __forceinline__ float kq_total(const float* a) {
 template <bool Q5> struct IntK45 {
     static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = Q5 ? 176 : 144;
     static constexpr bool KQ = true;  // the K-quant order (kq_term)
+    static constexpr bool MINS = true;  // a min x x-sum part to add up across the lanes
     int unit, c;
     __device__ IntK45(int lane) : unit(lane >> 2), c(lane & 3) {}
     __device__ int units(int k) const { return k >> 8; }
@@ -128,7 +129,7 @@ template <> struct Int<T_Q5_K> : IntK45<true> { using IntK45<true>::IntK45; };
 // 32 half + 16j. Quants q - 32 taken as q with 32 times the run's x sum subtracted.
 template <> struct Int<T_Q6_K> {
     static constexpr int PER_STEP = 8, BLOCK = 256, BYTES = 210;
-    static constexpr bool KQ = true;
+    static constexpr bool KQ = true, MINS = false;  // imn is 0 in every lane
     int unit, half, j;
     __device__ Int(int lane) : unit(lane >> 2), half((lane >> 1) & 1), j(lane & 1) {}
     __device__ int units(int k) const { return k >> 8; }
@@ -301,9 +302,11 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
                             // the super-block's four lanes (all in or all out of this branch)
                             const u32 quad = 0xFu << (lane & ~3);
                             isum += __shfl_xor_sync(quad, isum, 1);
-                            imn += __shfl_xor_sync(quad, imn, 1);
                             isum += __shfl_xor_sync(quad, isum, 2);
-                            imn += __shfl_xor_sync(quad, imn, 2);
+                            if constexpr (F::MINS) {
+                                imn += __shfl_xor_sync(quad, imn, 1);
+                                imn += __shfl_xor_sync(quad, imn, 2);
+                            }
                             acc[r][b] = __fadd_rn(acc[r][b], kq_term(w[r].d, w[r].dmin, v.d, isum, imn));
                         } else {
                             acc[r][b] = acc[r][b] + f.dot(w[r], v);
