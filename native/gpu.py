@@ -71,9 +71,16 @@ def mmt_shared(suffix: str, planes: int) -> int:
 # super-blocks. Their cost hardly grows with the batch, the dp4a kernels' does. H100, 27B shapes (4
 # layers, q8): the Q4_K products of a 4-token pass 686 -> 573 us; but its Q6_K ones 488 -> 646 us,
 # and 2-token passes 1086 -> 1243 us a step. So they take Q4_K and Q5_K batches of MMV_MIN_TOKENS and
-# more; either kernel gives every row bit for bit as the one-token kernel does.
+# more, and of 2 tokens where rows are shorter than MMV_SHORT_ROW values: a dp4a warp step covers 8
+# super-blocks of a row, so rows of 1 or 2 (tinycoder) leave most of its lanes idle. Either kernel gives
+# every row bit for bit as the one-token kernel does.
 MMV_WARPS, MMV_STAGES = 8, 3
-MMV_TYPES, MMV_MIN_TOKENS = ("q4_k", "q5_k"), 3
+MMV_TYPES, MMV_MIN_TOKENS, MMV_SHORT_ROW = ("q4_k", "q5_k"), 3, 2048
+
+
+def takes_mmv(suffix: str, n: int, k: int) -> bool:
+    """Whether a batch of n tokens (2 .. 8) of a product with rows of k values runs on q8_mmv."""
+    return suffix in MMV_TYPES and (n >= MMV_MIN_TOKENS or (n >= 2 and k < MMV_SHORT_ROW))
 
 
 def mmv_shared(suffix: str) -> int:
@@ -412,7 +419,7 @@ class GpuBackend:
             if n > MM_BATCHES[-1] and tensor_cores:  # a prompt pass
                 self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // (MMT_TOKENS // planes)), -(-m // MMT_ROWS)),
                              32 * MMT_WARPS, args, mmt_shared(w.suffix, planes))
-            elif n >= MMV_MIN_TOKENS and tensor_cores and w.suffix in MMV_TYPES:  # a verify batch
+            elif tensor_cores and takes_mmv(w.suffix, n, k):  # a verify batch
                 self._launch(c, f"q8_mmv_{w.suffix}_{planes}", (-(-m // 16), 1), 32 * MMV_WARPS, args, mmv_shared(w.suffix))
             else:
                 rows, shared = Q8_MM_BLOCKS[w.suffix][nb > 1]

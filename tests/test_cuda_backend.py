@@ -277,6 +277,32 @@ def test_int8_activation_products(qtype, mode, tensor_cores):
     assert any(name.startswith("q8_mmv_") for name in kernels) == (tensor_cores and qtype in (T.Q4_K, T.Q5_K)), kernels
 
 
+@needs_cuda
+@pytest.mark.parametrize("qtype", [T.Q4_K, T.Q5_K], ids=lambda t: t.name)
+def test_two_token_batches_of_short_rows_run_on_tensor_cores_bit_equal(qtype):
+    """Rows shorter than gpu.MMV_SHORT_ROW (tinycoder's: 1 or 2 super-blocks) take q8_mmv from 2 tokens
+    on, longer ones from gpu.MMV_MIN_TOKENS: either way each row equals the one-token kernel's."""
+    from mtprun.native import gpu
+    from mtprun.native.cuda_backend import CudaBackend
+    from test_cpu_q8 import _activations, _matmul
+
+    rng = np.random.default_rng(710 + int(qtype))
+    m, k = 37, 512
+    assert k < gpu.MMV_SHORT_ROW <= 2816 and gpu.MMV_MIN_TOKENS > 2
+    w = random_weight("w", qtype, (m, k), rng)
+    x = _activations(rng, 8, k)
+    be = CudaBackend(activations="q8")
+    if not be._dev.int8_mma:
+        pytest.skip(f"{be._dev.name} has no int8 tensor-core products")
+    be.load_weights({"w": w})
+    single = np.concatenate([_matmul(be, x[i : i + 1], m) for i in range(len(x))])
+    for start in range(len(x) - 1):
+        assert np.array_equal(_matmul(be, x[start : start + 2], m), single[start : start + 2]), start
+    kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
+    assert any(name.startswith("q8_mmv_") for name in kernels) and not any(
+        name.startswith(f"q8_mm_{qtype.name.lower()}_2_") for name in kernels), kernels
+
+
 def test_the_prompt_pass_kernels_constants_match_gpu_py():
     """gpu.py sizes the q8_mmt kernels' grids and shared memory from its copies of the kernel file's
     MMT_* constants: a drift would launch them with too little shared memory or a wrong grid. Read
