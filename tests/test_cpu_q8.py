@@ -13,33 +13,16 @@ from gguf.quants import dequantize as gguf_dequantize
 
 import mtprun
 import q8_model
+from q8_cases import MODES, activations, run_matmul
 from fixtures import FIXTURES, MODELS, SHIPPED_TYPES, backend_param, model_file, needs_fixtures, prompts
 from mtprun.native import create_backend
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import Graph
 from test_cpu_backend import CpuBackend, random_weight, simd  # noqa: F401 (simd: a fixture)
 
 F32 = np.float32
 Q8_TYPES = [T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
-MODES = {"q8": 1, "q8x2": 2}  # mode: int8 planes
 # Whole models run on both backends with the modes (CUDA: kernels/matmul_q8.cu; skipped without a GPU).
 ENGINES = [backend_param("cpu"), backend_param("cuda")]
-
-
-def _matmul(be: CpuBackend, x: np.ndarray, m: int) -> np.ndarray:
-    n, k = x.shape
-    g = Graph(f"mm{n}")
-    g.output("y", g.matmul(g.input("x", (n, k)), g.weight("w", (m, k))))
-    return be.run(g, {"x": x})["y"]
-
-
-def _activations(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Rows of very different magnitudes, one all-zero block (scale 0), exact ties at x * 127 / amax."""
-    x = (rng.standard_normal((n, k)) * np.exp(rng.uniform(-8, 4, (n, 1)))).astype(F32)
-    x[1, :32] = 0
-    x[2, :4] = [127, 63.5, -0.5, 1.5]  # quants 127, 63.5 -> 64 (even), -0.5 -> -0, 1.5 -> 2
-    x[2, 4:256] = 0
-    return x
 
 
 @pytest.mark.parametrize("qtype", Q8_TYPES, ids=lambda t: t.name)
@@ -58,10 +41,10 @@ def test_q8_matmul_is_the_numpy_model_bit_for_bit(simd, qtype, mode, n):
     rng = np.random.default_rng(400 + int(qtype))
     m, k = 37, 800 if qtype == T.Q8_0 else 768  # 800: 25 blocks, a partial group of 8
     w = random_weight(qtype, (m, k), rng)
-    x = _activations(rng, n, k)
+    x = activations(rng, n, k)
     be = CpuBackend(2, mode)
     be.load_weights({"w": w})
-    ours = _matmul(be, x, m)
+    ours = run_matmul(be, x, m)
     assert ours.view(np.uint32).tolist() == q8_model.matmul(qtype, w.data, x, MODES[mode]).view(np.uint32).tolist()
 
 
@@ -76,16 +59,16 @@ def test_q8_rows_are_bit_equal_in_every_batch(simd, qtype, mode):
     backends = {threads: CpuBackend(threads, mode) for threads in (1, 2)}
     for be in backends.values():
         be.load_weights({"w": w})
-    full = _matmul(backends[2], x, m)
-    assert np.array_equal(_matmul(backends[1], x, m), full)
+    full = run_matmul(backends[2], x, m)
+    assert np.array_equal(run_matmul(backends[1], x, m), full)
     for n in range(1, 10):
         for start in (0, 3, big - n):
             for threads in (1, 2):
-                assert np.array_equal(_matmul(backends[threads], x[start : start + n], m), full[start : start + n]), (n, start, threads)
+                assert np.array_equal(run_matmul(backends[threads], x[start : start + n], m), full[start : start + n]), (n, start, threads)
 
 
 @pytest.mark.parametrize("qtype", [T.F32, T.F16, T.Q4_0, T.Q5_1], ids=lambda t: t.name)
-def test_other_types_keep_f32_activations(qtype):
+def test_other_types_keep_f32activations(qtype):
     rng = np.random.default_rng(600 + int(qtype))
     w = random_weight(qtype, (19, 256), rng)
     x = rng.standard_normal((6, 256)).astype(F32)
@@ -93,7 +76,7 @@ def test_other_types_keep_f32_activations(qtype):
     for mode in ("f32", *MODES):
         be = CpuBackend(2, mode)
         be.load_weights({"w": w})
-        outs.append(_matmul(be, x, 19))
+        outs.append(run_matmul(be, x, 19))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 

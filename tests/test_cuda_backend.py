@@ -251,19 +251,19 @@ def test_int8_activation_products(qtype, mode, tensor_cores):
     11 super-blocks a K-quant row: each of q8_mmv's warps adds up several, some none."""
     import q8_model
     from mtprun.native.cuda_backend import CudaBackend
-    from test_cpu_q8 import MODES, _activations, _matmul
+    from q8_cases import MODES, activations, run_matmul
 
     rng = np.random.default_rng(700 + int(qtype))
     m, k = 37, 800 if qtype == T.Q8_0 else 2816  # 37 rows: past two blocks of 16, inside one of 64; 800: a partial chunk
     w = random_weight("w", qtype, (m, k), rng)
-    x = np.concatenate([_activations(rng, 11, k), rng.standard_normal((29, k)).astype(F32)])
+    x = np.concatenate([activations(rng, 11, k), rng.standard_normal((29, k)).astype(F32)])
     be = CudaBackend(activations=mode)
     if not be._dev.int8_mma and tensor_cores:
         pytest.skip(f"{be._dev.name} has no int8 tensor-core products")
     be._dev.int8_mma = tensor_cores  # before any graph is compiled
     be.load_weights({"w": w})
-    full = _matmul(be, x, m)
-    single = np.concatenate([_matmul(be, x[i : i + 1], m) for i in range(len(x))])
+    full = run_matmul(be, x, m)
+    single = np.concatenate([run_matmul(be, x[i : i + 1], m) for i in range(len(x))])
     ref = q8_model.matmul(qtype, w.data, x, MODES[mode])
     for got in (full, single):
         err = np.abs(got - ref).max(axis=1) / np.maximum(np.abs(ref).max(axis=1), np.finfo(F32).tiny)
@@ -271,7 +271,7 @@ def test_int8_activation_products(qtype, mode, tensor_cores):
     for n in (*range(2, 10), 17, 33):
         for start in (0, 3, len(x) - n):
             expect = (single if n <= 8 else full)[start : start + n]
-            assert np.array_equal(_matmul(be, x[start : start + n], m), expect), (n, start)
+            assert np.array_equal(run_matmul(be, x[start : start + n], m), expect), (n, start)
     kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
     assert any(name.startswith("q8_mmt_") for name in kernels) == tensor_cores, kernels
     assert any(name.startswith("q8_mmv_") for name in kernels) == (tensor_cores and qtype in (T.Q4_K, T.Q5_K)), kernels
@@ -284,20 +284,20 @@ def test_two_token_batches_of_short_rows_run_on_tensor_cores_bit_equal(qtype):
     on, longer ones from gpu.MMV_MIN_TOKENS: either way each row equals the one-token kernel's."""
     from mtprun.native import gpu
     from mtprun.native.cuda_backend import CudaBackend
-    from test_cpu_q8 import _activations, _matmul
+    from q8_cases import activations, run_matmul
 
     rng = np.random.default_rng(710 + int(qtype))
     m, k = 37, 512
     assert k < gpu.MMV_SHORT_ROW <= 2816 and gpu.MMV_MIN_TOKENS > 2
     w = random_weight("w", qtype, (m, k), rng)
-    x = _activations(rng, 8, k)
+    x = activations(rng, 8, k)
     be = CudaBackend(activations="q8")
     if not be._dev.int8_mma:
         pytest.skip(f"{be._dev.name} has no int8 tensor-core products")
     be.load_weights({"w": w})
-    single = np.concatenate([_matmul(be, x[i : i + 1], m) for i in range(len(x))])
+    single = np.concatenate([run_matmul(be, x[i : i + 1], m) for i in range(len(x))])
     for start in range(len(x) - 1):
-        assert np.array_equal(_matmul(be, x[start : start + 2], m), single[start : start + 2]), start
+        assert np.array_equal(run_matmul(be, x[start : start + 2], m), single[start : start + 2]), start
     kernels = {launch.kernel for c in be._compiled.values() for launch in c.launches}
     assert any(name.startswith("q8_mmv_") for name in kernels) and not any(
         name.startswith(f"q8_mm_{qtype.name.lower()}_2_") for name in kernels), kernels
