@@ -162,6 +162,9 @@ class NumpyBackend:
     def _op_take_rows(self, node: Node, x: np.ndarray) -> np.ndarray:
         return x[list(node.attrs["rows"])]
 
+    def _op_argmax(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return np.argmax(x, axis=1).astype(F32)
+
     def _op_rope(self, node: Node, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         n_rot, sections, base = node.attrs["n_rot"], node.attrs["sections"], node.attrs["freq_base"]
         half = n_rot // 2

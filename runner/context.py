@@ -52,15 +52,22 @@ class Context:
             g = self._graphs[key] = build()
         return g
 
-    def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Run the trunk on tokens at positions start.. ; returns (logits of logit_rows, h_nextn [n, d]).
-        Recurrent states are left uncommitted: call `commit` with how many tokens to keep."""
+    @property
+    def device_argmax(self) -> bool:
+        """Whether `trunk` and `mtp` can return token ids (`ids=True`): the backend takes the graph's argmax."""
+        return bool(getattr(self.backend, "device_argmax", False))
+
+    def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int], ids: bool = False
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Run the trunk on tokens at positions start.. ; returns (logits of logit_rows, h_nextn [n, d]);
+        with `ids` (where `device_argmax`), each of those rows' argmax (float token ids) in place of its
+        logits. Recurrent states are left uncommitted: call `commit` with how many tokens to keep."""
         n = len(tokens)
         out = self.backend.run(
-            self._graph(("trunk", n, tuple(logit_rows)), lambda: self.model.graphs.trunk(n, logit_rows)),
+            self._graph(("trunk", n, tuple(logit_rows), ids), lambda: self.model.graphs.trunk(n, logit_rows, ids)),
             {"tokens": np.asarray(tokens, np.int32), "pos": np.arange(start, start + n, dtype=np.int32)},
         )
-        return out.get("logits"), out["h_nextn"]
+        return out.get("ids" if ids else "logits"), out["h_nextn"]
 
     def device_seconds(self) -> float | None:
         """The backend's GPU busy time so far, where it measures one (native/gpu.py), else None."""
@@ -70,13 +77,14 @@ class Context:
         self.backend.commit(self.recurrent_names, n_keep)
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int],
-            slot: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+            slot: int | None = None, ids: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the MTP head on (token, previous hidden) pairs at positions start.., their cache
-        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped)."""
+        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped);
+        returns as `trunk`."""
         n = len(tokens)
-        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
+        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows), ids), lambda: self.model.graphs.mtp(n, logit_rows, ids)),
                                self._mtp_inputs(tokens, h, start, slot))
-        return out.get("logits"), out["h_nextn"]
+        return out.get("ids" if ids else "logits"), out["h_nextn"]
 
     @staticmethod
     def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None) -> dict[str, np.ndarray]:
@@ -124,3 +132,9 @@ class Context:
             self.commit(len(chunk))
             hs.append(h)
         return logits, np.concatenate(hs, axis=0)
+
+
+def greedy_token(out: np.ndarray, row: int, ids: bool) -> int:
+    """The greedy token of row `row` of `Context.trunk` / `Context.mtp` output: the id itself where the
+    output is ids (`ids=True`), else the argmax of its logits (the first of equal ones, as the device's)."""
+    return int(out[row]) if ids else int(np.argmax(out[row]))

@@ -48,6 +48,9 @@ OPS: dict[str, str] = {
     "slice": "x[..., start:stop] on the last axis",
     "concat": "concatenation on the last axis",
     "take_rows": "x[rows] for static row indices attrs.rows",
+    "argmax": "index of the largest value of each row of x [n, V] (the first of equal ones; a NaN above every "
+    "number, the first NaN), as NumPy's argmax, as float32 (exact: V <= 2^24) -> [n]; the runner builds it where "
+    "a backend's `device_argmax` is true (logits on a device: greedy decoding copies back ids, not rows of V)",
     "rope": "rotary embedding of [n, H, d] at positions [n]; Qwen3.5 interleaved M-RoPE for text "
     "(attrs n_rot, sections, freq_base): pair i < n_rot/2 rotates (x[i], x[i + n_rot/2]) by "
     "p * base^(-2i/n_rot) if its section uses a text position, else stays (the 4th section's position is 0)",
@@ -149,6 +152,10 @@ class Graph:
 
     def take_rows(self, x: Ref, rows: Sequence[int]) -> Ref:
         return self._add("take_rows", (x,), (len(rows),) + x.shape[1:], rows=tuple(rows))
+
+    def argmax(self, x: Ref) -> Ref:
+        assert len(x.shape) == 2 and x.shape[1] <= 1 << 24, x.shape
+        return self._add("argmax", (x,), (x.shape[0],))
 
     def rope(self, x: Ref, pos: Ref, n_rot: int, sections: Sequence[int], freq_base: float) -> Ref:
         return self._add("rope", (x, pos), x.shape, n_rot=n_rot, sections=tuple(sections), freq_base=freq_base)

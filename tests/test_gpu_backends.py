@@ -110,6 +110,29 @@ def test_norms_elementwise_and_copies(gpu):
     _same(ref, ours, g, inputs, 1e-6)
 
 
+@pytest.mark.parametrize("backend", [backend_param("cuda"), backend_param("vulkan"), backend_param("cpu")])
+def test_argmax_rows_as_numpy(backend):
+    """The argmax op (greedy decoding's token ids on the device) against np.argmax, ids exact: ties
+    (the first wins), -inf rows, NaNs (above every number, the first), a row of Qwen3.5's vocabulary
+    width (248320: many values a thread), and a row shorter than a workgroup. (The CPU backend has the
+    op too, though its logits are host memory already: `device_argmax` is false there.)"""
+    ref, ours = _backends(backend, [])
+    rng = np.random.default_rng(11)
+    for v in (248320, 1000, 7):
+        x = rng.standard_normal((8, v)).astype(F32)
+        x[1, :] = 0.0  # all equal: index 0
+        x[2, [5, v - 1]] = 50.0  # a tie for the largest: the first
+        x[3, :] = -np.inf
+        x[4, [3, v // 2]] = np.nan  # the first NaN, above every number
+        x[5, v - 1] = np.inf
+        x[6, 0] = np.nan
+        g = Graph(f"argmax{v}")
+        g.output("ids", g.argmax(g.input("x", (8, v))))
+        want, got = ref.run(g, {"x": x})["ids"], ours.run(g, {"x": x})["ids"]
+        assert got.dtype == F32 and np.array_equal(got, want), (v, got, want)
+        assert np.array_equal(want, np.argmax(x, axis=1)), v
+
+
 @gpus
 def test_rope(gpu):
     rng = np.random.default_rng(2)

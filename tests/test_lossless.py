@@ -53,6 +53,24 @@ def test_mtp_output_equals_plain_output_on_fixtures(name, temp, backend):
             assert m.generate(ids, n_predict=16, temp=temp, seed=7, spec_draft_n_max=depth).tokens == plain, depth
 
 
+@pytest.mark.parametrize("backend", [backend_param("vulkan"), backend_param("cuda"),
+                                     pytest.param("cuda:q8", marks=backend_param("cuda").marks)])
+@pytest.mark.parametrize("name", MODELS)
+def test_token_ids_from_the_device_are_the_argmax_of_its_logits(name, backend, monkeypatch):
+    """Where the backend takes the argmax (greedy drafts and tokens come back as ids), every draft and
+    token equals what the host's argmax of the copied logits gives."""
+    m = _model(name, backend)
+    if not m._ctx.device_argmax:
+        pytest.skip(f"the {backend} backend here does not take the argmax op")
+    for ids in prompts(name).values():
+        on = m.generate(ids, n_predict=16, spec_draft_n_max=2)
+        with monkeypatch.context() as patch:
+            patch.setattr(type(m._ctx), "device_argmax", property(lambda ctx: False))
+            off = m.generate(ids, n_predict=16, spec_draft_n_max=2)
+        assert on.tokens == off.tokens
+        assert [s.draft for s in on.stats.steps] == [s.draft for s in off.stats.steps]
+
+
 def _generated_prompts(n: int, backend: str, seed: int = 1234) -> list[tuple[str, list[int]]]:
     """Random text (words and symbols, incl. special tokens) and random token ids."""
     rng = random.Random(seed)

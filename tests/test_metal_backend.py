@@ -308,6 +308,7 @@ def _every_op_backend(monkeypatch) -> tuple[GpuBackend, FakeMetal, list[tuple[Gr
         flat = g.reshape(h, (n, 4 * d))
         g.output("concat", g.concat(g.slice(flat, 3, 40), flat))
         g.output("take", g.take_rows(h, [0] * n))
+        g.output("argmax", g.argmax(flat))
         pos = g.input("pos", (n,), "i32")
         q = g.rope(h, pos, 32, (5, 5, 6, 0), 1e6)
         kv = g.reshape(g.slice(flat, 0, 2 * d), (n, 2, d))

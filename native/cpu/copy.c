@@ -1,4 +1,5 @@
-/* Ops that only move data: get_rows (decoding weight rows), slice, concat and take_rows. */
+/* Ops that only move or pick data: get_rows (decoding weight rows), slice, concat, take_rows and
+ * argmax (which index of each row). */
 #include <string.h>
 
 #include "mtp.h"
@@ -53,5 +54,15 @@ MTP_OP(mtp_op_copy) {
             memcpy(o + r * row, x + rows[r] * row, (size_t)row * 4);
         break;
     }
+    case OP_ARGMAX:  /* NumPy's: the first of equal values, the first NaN above every number; as a float */
+        for (int64_t r = 0; r < a->nelem / la; r++) {
+            const float *row = x + r * la;
+            int64_t best = 0;
+            for (int64_t e = 1; e < la && row[best] == row[best]; e++)
+                if (row[e] != row[e] || row[e] > row[best])
+                    best = e;
+            o[r] = (float)best;
+        }
+        break;
     }
 }
