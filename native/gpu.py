@@ -226,9 +226,9 @@ class GpuBackend:
     # -- contract: weights and states
     @property
     def device_argmax(self) -> bool:
-        """Whether graphs may take the argmax op here: where the device sets `argmax_threads` (CUDA,
-        Vulkan), greedy decoding copies back token ids, not rows of logits (~110 us a row of a
-        248k vocabulary on an H100's host)."""
+        """Whether the runner gives graphs the argmax op here: where the device sets `argmax_threads`
+        (CUDA, Vulkan), greedy verify batches copy back token ids, not rows of logits (on an H100's
+        host ~75-150 us a row of a 248k vocabulary past the first)."""
         return bool(getattr(self._dev, "argmax_threads", 0))
 
     def device_memory_bytes(self) -> int | None:

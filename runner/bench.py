@@ -22,7 +22,6 @@ import numpy as np
 
 from mtprun.native import BACKENDS
 from mtprun.runner.cli import add_activations_arg
-from mtprun.runner.context import greedy_token
 from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
@@ -365,7 +364,7 @@ def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: P
     trunk, draft = [], []
     for k in range(1, max_depth + 2):
         progress.update(f"costs: trunk forward of {k} token(s)", force=True)
-        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.device_argmax))
+        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.device_argmax and k > 1))  # as decode runs it
     for n in range(1, max_depth + 1 if model.has_mtp else 1):
         progress.update(f"costs: {n} chained MTP draft forward(s)", force=True)
         draft.append(_best_time(reps, _draft_chain, ctx, last, h[-1], n_past, n))
@@ -393,10 +392,10 @@ def _best_time(reps: int, fn, *args) -> float:
 
 def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
     """n greedy drafts by chaining the MTP head on its own hidden state, as a draft step does."""
-    tok, h_in, ids = last, h[None], ctx.device_argmax
+    tok, h_in = last, h[None]
     for j in range(n):
-        out, h_out = ctx.mtp([tok], h_in, pos + j, [0], ids=ids)
-        tok, h_in = greedy_token(out, -1, ids), h_out[-1:]
+        logits, h_out = ctx.mtp([tok], h_in, pos + j, [0])
+        tok, h_in = int(np.argmax(logits[-1])), h_out[-1:]
 
 
 def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str], progress: Progress

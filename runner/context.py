@@ -54,7 +54,7 @@ class Context:
 
     @property
     def device_argmax(self) -> bool:
-        """Whether `trunk` and `mtp` can return token ids (`ids=True`): the backend takes the graph's argmax."""
+        """Whether `trunk` can return token ids (`ids=True`): the backend takes the graph's argmax."""
         return bool(getattr(self.backend, "device_argmax", False))
 
     def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int], ids: bool = False
@@ -77,14 +77,13 @@ class Context:
         self.backend.commit(self.recurrent_names, n_keep)
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int],
-            slot: int | None = None, ids: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+            slot: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the MTP head on (token, previous hidden) pairs at positions start.., their cache
-        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped);
-        returns as `trunk`."""
+        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped)."""
         n = len(tokens)
-        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows), ids), lambda: self.model.graphs.mtp(n, logit_rows, ids)),
+        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
                                self._mtp_inputs(tokens, h, start, slot))
-        return out.get("ids" if ids else "logits"), out["h_nextn"]
+        return out.get("logits"), out["h_nextn"]
 
     @staticmethod
     def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None) -> dict[str, np.ndarray]:
@@ -132,9 +131,3 @@ class Context:
             self.commit(len(chunk))
             hs.append(h)
         return logits, np.concatenate(hs, axis=0)
-
-
-def greedy_token(out: np.ndarray, row: int, ids: bool) -> int:
-    """The greedy token of row `row` of `Context.trunk` / `Context.mtp` output: the id itself where the
-    output is ids (`ids=True`), else the argmax of its logits (the first of equal ones, as the device's)."""
-    return int(out[row]) if ids else int(np.argmax(out[row]))

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
-from mtprun.runner.context import Context, StepTimer, greedy_token
+from mtprun.runner.context import Context, StepTimer
 from mtprun.runner.sampling import SamplingParams, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
 
@@ -58,10 +58,11 @@ def decode(
         return
     policy = FixedDepth(draft_depth) if isinstance(draft_depth, int) else draft_depth
     use_mtp = ctx.model.has_mtp and policy.max_depth > 0
-    # Where the backend takes the argmax, greedy choices (every draft; the target's tokens when greedy)
-    # read token ids, not rows of logits: the same tokens, a few bytes across the bus instead of the vocabulary.
-    draft_ids = ctx.device_argmax
-    verify_ids = draft_ids and sampling.greedy
+    # Where the backend takes the argmax, greedy verify batches read token ids, not rows of logits: the
+    # same tokens, a few bytes across the bus instead of the vocabulary (an H100 with a 248k vocabulary:
+    # a 4-token verify 1639 -> 1333 us). One row (plain steps, drafts) still reads its logits: there
+    # argmax_rows, one block a row, takes about what the copy does (~90 us).
+    verify_ids = ctx.device_argmax and sampling.greedy
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
@@ -100,16 +101,16 @@ def decode(
                 mtp_next, mtp_gap = _catch_up(ctx, rows[:-1], mtp_next, mtp_gap)
                 rows = rows[-1:]
                 catch_up_seconds = time.perf_counter() - t_catch_up
-            out, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
-                                 mtp_next - mtp_gap, draft_ids)
+            logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
+                                    mtp_next - mtp_gap)
             mtp_rows, mtp_next = [], n_past + 1
             while True:
-                tok = greedy_token(out, -1, draft_ids)
+                tok = int(np.argmax(logits[-1]))
                 drafts.append(tok)
                 if len(drafts) == depth:
                     break
                 at = n_past + len(drafts)
-                out, h_mtp = ctx.mtp([tok], h_mtp[-1:], at, [0], at - mtp_gap, draft_ids)
+                logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], at, [0], at - mtp_gap)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
         timer.add("draft", t_step)
@@ -118,10 +119,11 @@ def decode(
         batch = [last] + drafts
         if n_past + len(batch) > ctx.n_ctx:
             return
-        out, h = ctx.trunk(batch, n_past, list(range(len(batch))), verify_ids)
+        ids = verify_ids and len(batch) > 1
+        out, h = ctx.trunk(batch, n_past, list(range(len(batch))), ids)
         emitted: list[int] = []
         for i in range(len(batch)):
-            tok = greedy_token(out, i, True) if verify_ids else sample_token(out[i], sampling, n_past + i + 1)
+            tok = int(out[i]) if ids else sample_token(out[i], sampling, n_past + i + 1)
             emitted.append(tok)
             # stop at the first disagreement; a draft equal to an end-of-generation token is kept only
             # as the last draft (as llama.cpp), since nothing after it is ever emitted
@@ -170,7 +172,7 @@ def warm_up_mtp(ctx: Context, max_depth: int) -> None:
     generation resets."""
     d = ctx.model.hp.n_embd
     for n in range(1, max(max_depth, FULL_CATCH_UP) + 2):
-        ctx.mtp([0] * n, np.zeros((n, d), np.float32), 0, [n - 1], ids=ctx.device_argmax)
+        ctx.mtp([0] * n, np.zeros((n, d), np.float32), 0, [n - 1])
 
 
 def warm_up_catch_up(ctx: Context, max_rows: int) -> None:
