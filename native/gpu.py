@@ -581,7 +581,7 @@ class GpuBackend:
         self._copy_rows(c, args[0], out, len(rows), width, width, 0, width, 0, index)
 
     def _emit_argmax(self, c, nd, out, args, shapes) -> None:
-        self._launch(c, "argmax_rows", (nd.shape[0], 1), getattr(self._dev, "argmax_threads", 256), [_p(args[0]), _p(out), _i(shapes[0][1])])
+        self._launch(c, "argmax_rows", (nd.shape[0], 1), getattr(self._dev, "argmax_threads", 0) or 256, [_p(args[0]), _p(out), _i(shapes[0][1])])
 
     def _upload(self, c: Compiled, arr: np.ndarray) -> int:
         buf = self._dev.alloc(arr.nbytes)

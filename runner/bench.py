@@ -364,7 +364,7 @@ def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: P
     trunk, draft = [], []
     for k in range(1, max_depth + 2):
         progress.update(f"costs: trunk forward of {k} token(s)", force=True)
-        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.device_argmax and k > 1))  # as decode runs it
+        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.greedy_ids(k)))  # as decode runs it
     for n in range(1, max_depth + 1 if model.has_mtp else 1):
         progress.update(f"costs: {n} chained MTP draft forward(s)", force=True)
         draft.append(_best_time(reps, _draft_chain, ctx, last, h[-1], n_past, n))

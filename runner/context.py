@@ -52,15 +52,17 @@ class Context:
             g = self._graphs[key] = build()
         return g
 
-    @property
-    def device_argmax(self) -> bool:
-        """Whether `trunk` can return token ids (`ids=True`): the backend takes the graph's argmax."""
-        return bool(getattr(self.backend, "device_argmax", False))
+    def greedy_ids(self, rows: int) -> bool:
+        """Whether a greedy step of `rows` logit rows asks `trunk` for their token ids (`ids=True`), not
+        their logits: where the backend takes the graph's argmax (`device_argmax`), for 2 rows or more
+        (a 4-token verify on an H100, 248k vocabulary: 1639 -> 1333 us). One row reads its logits: there
+        the one-block argmax_rows takes ~90 us, what copying the row costs."""
+        return rows > 1 and bool(getattr(self.backend, "device_argmax", False))
 
     def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int], ids: bool = False
               ) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the trunk on tokens at positions start.. ; returns (logits of logit_rows, h_nextn [n, d]);
-        with `ids` (where `device_argmax`), each of those rows' argmax (float token ids) in place of its
+        with `ids` (see `greedy_ids`), each of those rows' argmax (float token ids) in place of its
         logits. Recurrent states are left uncommitted: call `commit` with how many tokens to keep."""
         n = len(tokens)
         out = self.backend.run(

@@ -58,11 +58,6 @@ def decode(
         return
     policy = FixedDepth(draft_depth) if isinstance(draft_depth, int) else draft_depth
     use_mtp = ctx.model.has_mtp and policy.max_depth > 0
-    # Where the backend takes the argmax, greedy verify batches read token ids, not rows of logits: the
-    # same tokens, a few bytes across the bus instead of the vocabulary (an H100 with a 248k vocabulary:
-    # a 4-token verify 1639 -> 1333 us). One row (plain steps, drafts) still reads its logits: there
-    # argmax_rows, one block a row, takes about what the copy does (~90 us).
-    verify_ids = ctx.device_argmax and sampling.greedy
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
@@ -119,7 +114,7 @@ def decode(
         batch = [last] + drafts
         if n_past + len(batch) > ctx.n_ctx:
             return
-        ids = verify_ids and len(batch) > 1
+        ids = sampling.greedy and ctx.greedy_ids(len(batch))  # the same tokens, fewer bytes to the host
         out, h = ctx.trunk(batch, n_past, list(range(len(batch))), ids)
         emitted: list[int] = []
         for i in range(len(batch)):
