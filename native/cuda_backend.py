@@ -36,7 +36,7 @@ class CudaDevice:
     conv_per_token = True  # ssm_conv: a thread per channel and token
     fuse = True  # the graph's nodes through native/fusion.py (kernels: norm_fused_*, chain_*, ssm_conv_silu_*)
     norm_wide = 1024  # threads per row of the norm kernels for rows past 1024 values (kernels/norm.cu)
-    argmax_threads = 1024  # threads per row of argmax_rows (kernels/argmax.cu): a row of logits is long
+    argmax_threads = 256  # threads of an argmax_part block (kernels/argmax.cu)
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
         self.activations = check_activations(activations)  # read by gpu.py's matmul emission

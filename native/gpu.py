@@ -46,6 +46,8 @@ _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention ker
 # The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
+# The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
+ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
 # The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
 # weight types whose products take them, with their activation block (native/cpu/mtp.h's rule).
 ACTIVATION_PLANES = {"f32": 0, "q8": 1, "q8x2": 2}
@@ -581,7 +583,14 @@ class GpuBackend:
         self._copy_rows(c, args[0], out, len(rows), width, width, 0, width, 0, index)
 
     def _emit_argmax(self, c, nd, out, args, shapes) -> None:
-        self._launch(c, "argmax_rows", (nd.shape[0], 1), getattr(self._dev, "argmax_threads", 0) or 256, [_p(args[0]), _p(out), _i(shapes[0][1])])
+        """Each row split into up to ARGMAX_SPLITS chunks of at least ARGMAX_PER_THREAD values a thread
+        (argmax_part), then the chunks' winners reduced (argmax_rows, one 32-wide workgroup a row)."""
+        n, v = shapes[0]
+        threads = getattr(self._dev, "argmax_threads", 0) or 256
+        splits = max(1, min(ARGMAX_SPLITS, -(-v // (threads * ARGMAX_PER_THREAD))))
+        part = self._scratch(c, 8 * n * splits)
+        self._launch(c, "argmax_part", (splits, n), threads, [_p(args[0]), _p(part), _i(v), _i(-(-v // splits))])
+        self._launch(c, "argmax_rows", (n, 1), 32, [_p(part), _p(out), _i(splits)])
 
     def _upload(self, c: Compiled, arr: np.ndarray) -> int:
         buf = self._dev.alloc(arr.nbytes)

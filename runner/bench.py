@@ -22,6 +22,7 @@ import numpy as np
 
 from mtprun.native import BACKENDS
 from mtprun.runner.cli import add_activations_arg
+from mtprun.runner.context import greedy_token
 from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
@@ -364,7 +365,7 @@ def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: P
     trunk, draft = [], []
     for k in range(1, max_depth + 2):
         progress.update(f"costs: trunk forward of {k} token(s)", force=True)
-        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.greedy_ids(k)))  # as decode runs it
+        trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.greedy_ids))  # as decode runs it
     for n in range(1, max_depth + 1 if model.has_mtp else 1):
         progress.update(f"costs: {n} chained MTP draft forward(s)", force=True)
         draft.append(_best_time(reps, _draft_chain, ctx, last, h[-1], n_past, n))
@@ -394,8 +395,8 @@ def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
     """n greedy drafts by chaining the MTP head on its own hidden state, as a draft step does."""
     tok, h_in = last, h[None]
     for j in range(n):
-        logits, h_out = ctx.mtp([tok], h_in, pos + j, [0])
-        tok, h_in = int(np.argmax(logits[-1])), h_out[-1:]
+        out, h_out = ctx.mtp([tok], h_in, pos + j, [0], ids=ctx.greedy_ids)
+        tok, h_in = greedy_token(out, -1, ctx.greedy_ids), h_out[-1:]
 
 
 def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str], progress: Progress

@@ -52,12 +52,12 @@ class Context:
             g = self._graphs[key] = build()
         return g
 
-    def greedy_ids(self, rows: int) -> bool:
-        """Whether a greedy step of `rows` logit rows asks `trunk` for their token ids (`ids=True`), not
-        their logits: where the backend takes the graph's argmax (`device_argmax`), for 2 rows or more
-        (a 4-token verify on an H100, 248k vocabulary: 1639 -> 1333 us). One row reads its logits: there
-        the one-block argmax_rows takes ~90 us, what copying the row costs."""
-        return rows > 1 and bool(getattr(self.backend, "device_argmax", False))
+    @property
+    def greedy_ids(self) -> bool:
+        """Whether greedy choices ask `trunk` and `mtp` for token ids (`ids=True`), not logits: where the
+        backend takes the graph's argmax (`device_argmax`), so that a few bytes, not rows of the
+        vocabulary, cross to the host."""
+        return bool(getattr(self.backend, "device_argmax", False))
 
     def trunk(self, tokens: Sequence[int], start: int, logit_rows: Sequence[int], ids: bool = False
               ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -79,13 +79,14 @@ class Context:
         self.backend.commit(self.recurrent_names, n_keep)
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int],
-            slot: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+            slot: int | None = None, ids: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
         """Run the MTP head on (token, previous hidden) pairs at positions start.., their cache
-        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped)."""
+        entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped);
+        returns as `trunk`."""
         n = len(tokens)
-        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
+        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows), ids), lambda: self.model.graphs.mtp(n, logit_rows, ids)),
                                self._mtp_inputs(tokens, h, start, slot))
-        return out.get("logits"), out["h_nextn"]
+        return out.get("ids" if ids else "logits"), out["h_nextn"]
 
     @staticmethod
     def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None) -> dict[str, np.ndarray]:
@@ -133,3 +134,9 @@ class Context:
             self.commit(len(chunk))
             hs.append(h)
         return logits, np.concatenate(hs, axis=0)
+
+
+def greedy_token(out: np.ndarray, row: int, ids: bool) -> int:
+    """The greedy token of row `row` of a `Context.trunk` / `Context.mtp` output: the id itself where it
+    holds ids, else the argmax of its logits (the first of equal ones, as the device's)."""
+    return int(out[row]) if ids else int(np.argmax(out[row]))

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
-from mtprun.runner.context import Context, StepTimer
+from mtprun.runner.context import Context, StepTimer, greedy_token
 from mtprun.runner.sampling import SamplingParams, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
 
@@ -96,16 +96,15 @@ def decode(
                 mtp_next, mtp_gap = _catch_up(ctx, rows[:-1], mtp_next, mtp_gap)
                 rows = rows[-1:]
                 catch_up_seconds = time.perf_counter() - t_catch_up
-            logits, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
-                                    mtp_next - mtp_gap)
+            out, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
+                                 mtp_next - mtp_gap, ctx.greedy_ids)
             mtp_rows, mtp_next = [], n_past + 1
             while True:
-                tok = int(np.argmax(logits[-1]))
-                drafts.append(tok)
+                drafts.append(greedy_token(out, -1, ctx.greedy_ids))
                 if len(drafts) == depth:
                     break
                 at = n_past + len(drafts)
-                logits, h_mtp = ctx.mtp([tok], h_mtp[-1:], at, [0], at - mtp_gap)
+                out, h_mtp = ctx.mtp(drafts[-1:], h_mtp[-1:], at, [0], at - mtp_gap, ctx.greedy_ids)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
         timer.add("draft", t_step)
@@ -114,11 +113,11 @@ def decode(
         batch = [last] + drafts
         if n_past + len(batch) > ctx.n_ctx:
             return
-        ids = sampling.greedy and ctx.greedy_ids(len(batch))  # the same tokens, fewer bytes to the host
+        ids = sampling.greedy and ctx.greedy_ids
         out, h = ctx.trunk(batch, n_past, list(range(len(batch))), ids)
         emitted: list[int] = []
         for i in range(len(batch)):
-            tok = int(out[i]) if ids else sample_token(out[i], sampling, n_past + i + 1)
+            tok = greedy_token(out, i, True) if ids else sample_token(out[i], sampling, n_past + i + 1)
             emitted.append(tok)
             # stop at the first disagreement; a draft equal to an end-of-generation token is kept only
             # as the last draft (as llama.cpp), since nothing after it is ever emitted

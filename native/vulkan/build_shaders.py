@@ -63,7 +63,8 @@ def _table() -> dict[str, Kernel]:
     for dim in DELTA_DIMS:
         k[f"delta_net_{dim}"] = Kernel("recurrent.comp", ("DELTA_NET", f"S={dim}"))
     k["norm_rows"] = Kernel("norm.comp", ())
-    k["argmax_rows"] = Kernel("argmax.comp", ())
+    k["argmax_part"] = Kernel("argmax.comp", ("ARGMAX_PART",))
+    k["argmax_rows"] = Kernel("argmax.comp", ("ARGMAX_ROWS",))
     k["binary"] = Kernel("elementwise.comp", ("BINARY",))
     k["unary"] = Kernel("elementwise.comp", ("UNARY",))
     k["swiglu"] = Kernel("elementwise.comp", ("SWIGLU",))

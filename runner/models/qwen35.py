@@ -161,11 +161,7 @@ class Qwen35Graphs:
         hn = self._trunk_body(g, g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32"))
         g.output("h_nextn", hn)
         if logit_rows:
-            logits = g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, self._head()))
-            if ids:  # their argmax: token ids, not rows of the vocabulary, cross to the host
-                g.output("ids", g.argmax(logits))
-            else:
-                g.output("logits", logits)
+            _output_logits(g, g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, self._head())), ids)
         return g
 
     def _head(self) -> str:
@@ -206,8 +202,9 @@ class Qwen35Graphs:
             x = x + self._ffn(g, h, p)
         return g.rms_norm(x, self._w(g, "output_norm.weight"), hp.rms_eps)
 
-    def mtp(self, n: int, logit_rows: Sequence[int]) -> Graph:
-        """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions."""
+    def mtp(self, n: int, logit_rows: Sequence[int], ids: bool = False) -> Graph:
+        """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions (outputs
+        as `trunk`)."""
         hp = self.hp
         m = MTP_PREFIX
         g, pos, slot, x, p = self._mtp_input(f"mtp[{n}]", n)
@@ -218,7 +215,7 @@ class Qwen35Graphs:
         hn = g.rms_norm(x, self._w(g, m + "head_norm"), hp.rms_eps)
         g.output("h_nextn", hn)
         if logit_rows:
-            g.output("logits", g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, m + "head")))
+            _output_logits(g, g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, m + "head")), ids)
         return g
 
     def mtp_kv(self, n: int) -> Graph:
@@ -317,3 +314,12 @@ class Qwen35Graphs:
         gate = g.unary("silu", g.matmul(h, self._w(g, f"{p}.ffn_gate{suffix}.weight")))
         up = g.matmul(h, self._w(g, f"{p}.ffn_up{suffix}.weight"))
         return g.matmul(gate * up, self._w(g, f"{p}.ffn_down{suffix}.weight"))
+
+
+def _output_logits(g: Graph, logits: Ref, ids: bool) -> None:
+    """The graph's `logits`, or with `ids` their rows' argmax as `ids` (token ids, not rows of the
+    vocabulary, cross to the host: a backend's `device_argmax`)."""
+    if ids:
+        g.output("ids", g.argmax(logits))
+    else:
+        g.output("logits", logits)
