@@ -83,8 +83,9 @@ def plan_arena(graph: Graph, in_extra: int = 0, out_extra: int = 0, nodes: list[
     for i, nd in enumerate(nodes):
         if nd.op in ("weight", "input", "absorbed", *VIEWS):
             continue
-        if i not in offsets:
-            offsets[i] = alloc(node_bytes(nd.shape))
+        for j in (i, *nd.attrs.get("with", ())):  # and the products this launch computes too (fusion.py)
+            if j not in offsets:
+                offsets[j] = alloc(node_bytes(nodes[j].shape))
         # Freed after this node is planned: an op never writes over its own inputs.
         dead = {root[s] for s in nd.inputs if last_use.get(root[s]) == i} | ({i} if i not in last_use else set())
         for r in dead:

@@ -6,7 +6,7 @@ its batch size (batch invariance holds as before).
 
 The rewritten list keeps every node's index; ops of this pass (native/arena.py plans them):
 - "absorbed": a value a later fused launch computes in registers alone: no buffer, no launch.
-- "side": a value a later fused launch writes as well (the graph reads it elsewhere): no launch.
+- "side": a value another fused launch writes as well (the graph reads it elsewhere): no launch.
 - "view": a slice of a one-row tensor, which is its source's memory from attrs.offset values on.
 - "norm": rms_norm / l2_norm (attrs.l2), its inputs named by attrs.roles: x (through a slice:
   attrs per, stride, offset), the residual add before it (x + b, its sum "sum" a side node), the
@@ -14,11 +14,16 @@ The rewritten list keeps every node's index; ops of this pass (native/arena.py p
 - "chain": element-wise ops in a row, attrs.steps ((op, input slot or -1, factor), ...) from
   ("load", 0, 0).
 - ssm_conv with attrs.silu: the silu that followed it, whose node becomes a view of it.
+- matmul with attrs.with: the later products of the same input whose launch it is as well (the
+  backend's `product_kind` the same, e.g. q, k and v, gate and up): those become "side" nodes, and
+  the arena places their buffers when it places this one.
 """
 
 from __future__ import annotations
 
 import math
+
+from typing import Callable
 
 from mtprun.runner.graph import Graph, Node
 
@@ -29,10 +34,12 @@ ELEMENTWISE = ("add", "mul", "scale", "sigmoid", "silu", "softplus")
 NO_LAUNCH = ("input", "weight", "reshape", "absorbed", "side", "view")
 # The kernels only a fusing device brings (CUDA's own): what their names start with.
 FUSED_KERNELS = ("norm_fused_", "chain", "ssm_conv_silu_")
+MERGED_PRODUCTS = 4  # weight matrices a merged product launch takes at most (gpu.py's PRODUCTS)
 
 
-def fuse(graph: Graph) -> list[Node]:
-    """graph.nodes with fusable runs of nodes rewritten (see the module's text)."""
+def fuse(graph: Graph, product_kind: Callable[[Node, Node], str | None] | None = None) -> list[Node]:
+    """graph.nodes with fusable runs of nodes rewritten (see the module's text); `product_kind(product,
+    weight)`: the key under which products of one input share a launch (None: never)."""
     nodes = list(graph.nodes)
     src = list(range(len(nodes)))  # a node's value, seen through reshapes
     readers: list[list[int]] = [[] for _ in nodes]
@@ -48,6 +55,8 @@ def fuse(graph: Graph) -> list[Node]:
         return readers[i][0] if len(readers[i]) == 1 and i not in kept else None
 
     _conv_silu(nodes, only_reader)
+    if product_kind is not None:
+        _merge_products(nodes, src, product_kind)
     for i, nd in enumerate(graph.nodes):
         if nd.op in ("rms_norm", "l2_norm") and nd.shape[-1] <= NORM_MAX:
             _norm(nodes, i, src, readers, kept, only_reader)
@@ -64,6 +73,25 @@ def fuse(graph: Graph) -> list[Node]:
             if j is not None and nodes[j].op == "matmul" and src[nodes[j].inputs[0]] == i:
                 nodes[i] = Node(nd.op, nd.inputs, nd.shape, {**nd.attrs, "feeds": j})
     return nodes
+
+
+def _merge_products(nodes: list[Node], src: list[int], product_kind: Callable[[Node, Node], str | None]) -> None:
+    """Products of one input with the same kind, in graph order, MERGED_PRODUCTS at most a launch:
+    the first takes attrs.with, the rest become side nodes. Their inputs (the shared input, weights)
+    are ready at the first, so computing them there changes nothing but when."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, nd in enumerate(nodes):
+        if nd.op == "matmul" and nodes[nd.inputs[1]].op == "weight":
+            kind = product_kind(nd, nodes[nd.inputs[1]])
+            if kind is not None:
+                groups.setdefault((src[nd.inputs[0]], kind), []).append(i)
+    for members in groups.values():
+        for at in range(0, len(members), MERGED_PRODUCTS):
+            first, *rest = members[at : at + MERGED_PRODUCTS]
+            if rest:
+                nodes[first] = Node("matmul", nodes[first].inputs, nodes[first].shape, {**nodes[first].attrs, "with": tuple(rest)})
+                for j in rest:
+                    nodes[j] = Node("side", (), nodes[j].shape)
 
 
 def _conv_silu(nodes: list[Node], only_reader) -> None:

@@ -94,6 +94,9 @@ def mmv_shared(suffix: str) -> int:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
                 "q5_k": ((16, 55296), (16, 55296)), "q6_k": ((8, 27648), (16, 55296))}
+# Weight matrices one int8 product launch may cover (kernels/matmul_q8.cu's PRODUCTS): products of
+# one input that launch the same kernel (fusion.py's merge) share a launch.
+PRODUCTS = 4
 
 
 def _p(x: int) -> c_uint64:
@@ -138,6 +141,16 @@ class _Chain(Structure):
 
     _fields_ = [("inp", c_uint64 * CHAIN_STEPS), ("st", (c_int64 * 4) * CHAIN_STEPS), ("op", c_int32 * CHAIN_STEPS),
                 ("factor", c_float * CHAIN_STEPS), ("flat", c_int32)]
+
+
+class _Product(Structure):
+    """kernels/matmul_q8.cu's Product: one weight matrix of a merged launch, from block `start` on."""
+
+    _fields_ = [("W", c_uint64), ("row_bytes", c_int64), ("y", c_uint64), ("m", c_int32), ("start", c_int32)]
+
+
+class _Products(Structure):
+    _fields_ = [("p", _Product * PRODUCTS)]
 
 
 class Launch(NamedTuple):
@@ -319,7 +332,7 @@ class GpuBackend:
     # -- compilation
     def _compile(self, graph: Graph) -> Compiled:
         n_rec = sum(nd.op in ("ssm_conv", "delta_net") for nd in graph.nodes)
-        nodes = fuse(graph) if getattr(self._dev, "fuse", False) else graph.nodes
+        nodes = fuse(graph, self.product_kind) if getattr(self._dev, "fuse", False) else graph.nodes
         lay = plan_arena(graph, in_extra=4 * n_rec, out_extra=4, nodes=nodes)
         offsets = lay.offsets
         arena = self._dev.alloc(lay.size)
@@ -416,24 +429,60 @@ class GpuBackend:
         build of the kernel says otherwise (its `mm_rows` / `mmid_rows`, unset or None: one per warp)."""
         return getattr(self._dev, f"{kernel}_rows", None) or _MM_WARPS
 
-    def _matmul(self, c: Compiled, x: int, w: _Weight, y: int, n: int, x_node: int) -> None:
+    def _q8_kernel(self, suffix: str, n: int, k: int) -> tuple[str, int, int, int] | None:
+        """The int8 product kernel of n tokens of rows of k values: (name, weight rows a block, threads a
+        block, dynamic shared memory), or None where products of this type are not on int8 rows."""
+        planes = ACTIVATION_PLANES[getattr(self._dev, "activations", "f32")]
+        if not planes or suffix not in Q8_BLOCKS:
+            return None
+        tensor_cores = getattr(self._dev, "int8_mma", False)
+        if n > MM_BATCHES[-1] and tensor_cores:  # a prompt pass
+            return f"q8_mmt_{suffix}_{planes}", MMT_ROWS, 32 * MMT_WARPS, mmt_shared(suffix, planes)
+        if tensor_cores and takes_mmv(suffix, n, k):  # a verify batch
+            return f"q8_mmv_{suffix}_{planes}", 16, 32 * MMV_WARPS, mmv_shared(suffix)
+        nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
+        rows, shared = Q8_MM_BLOCKS[suffix][nb > 1]
+        return f"q8_mm_{suffix}_{nb}_{planes}", rows, 32 * _MM_WARPS, shared
+
+    def product_kind(self, nd: Node, w: Node) -> str | None:
+        """fusion.py's key for merging products of one input: the kernel of product node `nd` of weight
+        node `w` where it takes several weight matrices a launch (the int8 ones but prompt passes'),
+        else None."""
+        t = self._weight(w).tensor
+        kernel = self._q8_kernel(TYPES[t.ggml_type][0], nd.shape[0], t.shape[-1]) if t.ggml_type in TYPES else None
+        return kernel[0] if kernel and not kernel[0].startswith("q8_mmt") else None
+
+    def _matmul(self, c: Compiled, x: int, products: Sequence[tuple[_Weight, int]], n: int, x_node: int) -> None:
+        """y = x W^T for each (W, y) of `products`: weight matrices of one type and width read by one
+        launch (more than one only where `product_kind` merged them)."""
+        w = products[0][0]
         m, k = w.tensor.shape[0], w.tensor.shape[-1]
         nb = next((b for b in MM_BATCHES if b >= n), MM_BATCHES[-1])
-        grid = (-(-m // self._rows_per_workgroup("mm")), -(-n // nb))
-        planes = ACTIVATION_PLANES[getattr(self._dev, "activations", "f32")]
-        if planes and w.suffix in Q8_BLOCKS:
+        kernel = self._q8_kernel(w.suffix, n, k)
+        if kernel is not None:
+            name, rows, threads, shared = kernel
+            planes = ACTIVATION_PLANES[self._dev.activations]
             xq, xd = self._q8_rows(c, x, x_node, n, k, Q8_BLOCKS[w.suffix], planes)
-            args = [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)]
-            tensor_cores = getattr(self._dev, "int8_mma", False)
-            if n > MM_BATCHES[-1] and tensor_cores:  # a prompt pass
-                self._launch(c, f"q8_mmt_{w.suffix}_{planes}", (-(-n // (MMT_TOKENS // planes)), -(-m // MMT_ROWS)),
-                             32 * MMT_WARPS, args, mmt_shared(w.suffix, planes))
-            elif tensor_cores and takes_mmv(w.suffix, n, k):  # a verify batch
-                self._launch(c, f"q8_mmv_{w.suffix}_{planes}", (-(-m // 16), 1), 32 * MMV_WARPS, args, mmv_shared(w.suffix))
-            else:
-                rows, shared = Q8_MM_BLOCKS[w.suffix][nb > 1]
-                self._launch(c, f"q8_mm_{w.suffix}_{nb}_{planes}", (-(-m // rows), grid[1]), 32 * _MM_WARPS, args, shared)
+            if name.startswith("q8_mmt"):
+                y = products[0][1]
+                self._launch(c, name, (-(-n // (MMT_TOKENS // planes)), -(-m // rows)), threads,
+                             [_p(w.buf.ptr), _l(w.row_bytes), _p(xq), _p(xd), _p(y), _i(n), _i(m), _i(k)], shared)
+                return
+            table, start = _Products(), 0
+            for i in range(PRODUCTS):
+                entry = table.p[i]
+                if i < len(products):
+                    pw, y = products[i]
+                    entry.W, entry.row_bytes, entry.y, entry.m, entry.start = pw.buf.ptr, pw.row_bytes, y, pw.tensor.shape[0], start
+                    start += -(-pw.tensor.shape[0] // rows)
+                else:
+                    entry.start = 2**31 - 1
+            self._launch(c, name, (start, -(-n // nb) if name.startswith("q8_mm_") else 1), threads,
+                         [table, _p(xq), _p(xd), _i(n), _i(k)], shared)
             return
+        assert len(products) == 1, "only int8 products are merged"
+        y = products[0][1]
+        grid = (-(-m // self._rows_per_workgroup("mm")), -(-n // nb))
         self._launch(c, f"mm_{w.suffix}_{nb}", grid, 32 * _MM_WARPS, [_p(w.buf.ptr), _l(w.row_bytes), _p(x), _p(y), _i(n), _i(m), _i(k)])
 
     def _q8_rows(self, c: Compiled, x: int, x_node: int, n: int, k: int, block: int, planes: int) -> tuple[int, int]:
@@ -469,7 +518,9 @@ class GpuBackend:
         return block, xq, xd, planes
 
     def _emit_matmul(self, c, nd, out, args, shapes) -> None:
-        self._matmul(c, args[0], args[1], out, nd.shape[0], nd.inputs[0])
+        merged = [(self._weight(c.graph.nodes[c.graph.nodes[j].inputs[1]]), c.arena.ptr + c.layout.offsets[j])
+                  for j in nd.attrs.get("with", ())]  # fusion.py's products of the same input
+        self._matmul(c, args[0], [(args[1], out), *merged], nd.shape[0], nd.inputs[0])
 
     def _emit_get_rows(self, c, nd, out, args, shapes) -> None:
         w: _Weight = args[0]
@@ -658,7 +709,7 @@ class GpuBackend:
         pairs = n * n_used
         logits, ids, wts = (self._scratch(c, 4 * k) for k in (n * n_expert, pairs, pairs))
         hidden, up_out, down_out = (self._scratch(c, 4 * pairs * k) for k in (n_ff, n_ff, d))
-        self._matmul(c, x, router, logits, n, nd.inputs[0])
+        self._matmul(c, x, [(router, logits)], n, nd.inputs[0])
         self._launch(c, "moe_route", (n, 1), 32, [_p(logits), _p(ids), _p(wts), _i(n_expert), _i(n_used)], shared=4 * n_expert)
         for w, dst, src, xdiv, m, k in ((gate, hidden, x, n_used, n_ff, d), (up, up_out, x, n_used, n_ff, d)):
             self._mmid(c, w, dst, src, ids, xdiv, pairs, m, k)

@@ -303,6 +303,39 @@ def test_two_token_batches_of_short_rows_run_on_tensor_cores_bit_equal(qtype):
         name.startswith(f"q8_mm_{qtype.name.lower()}_2_") for name in kernels), kernels
 
 
+@needs_cuda
+@pytest.mark.parametrize("mode", ["q8", "q8x2"])
+def test_products_of_one_input_share_a_launch_bit_equal(mode):
+    """Products of one input that take the same int8 kernel (fusion.py's merge: q, k and v; gate and
+    up) run as one launch, up to gpu.PRODUCTS matrices of any row counts, and each gives the bits
+    of its own launch; another type's product keeps its own. One token (q8_mm), 2 (q8_mm, short rows:
+    q8_mmv) and 4 (q8_mmv)."""
+    from mtprun.native import gpu
+    from mtprun.native.cuda_backend import CudaBackend
+    from mtprun.runner.graph import Graph
+    from q8_cases import activations, run_matmul
+
+    rng = np.random.default_rng(733)
+    k, rows = 512, (37, 8, 130, 1, 16)  # one more than a launch takes
+    types = [T.Q4_K] * 5 + [T.Q6_K]
+    weights = {f"w{i}": random_weight(f"w{i}", t, (rows[i % 5], k), rng) for i, t in enumerate(types)}
+    be = CudaBackend(activations=mode)
+    be.load_weights(weights)
+    for n in (1, 2, 4):
+        x = activations(rng, max(n, 3), k)[:n]
+        g = Graph(f"products{n}")
+        xin = g.input("x", (n, k))
+        for name, w in weights.items():
+            g.output(name, g.matmul(xin, g.weight(name, w.shape)))
+        got = be.run(g, {"x": x})
+        launched = [launch.kernel for launch in be._compiled[id(g)].launches if launch.kernel.startswith("q8_mm")]
+        assert len(launched) == 3, launched  # 4 + 1 Q4_K matrices, 1 Q6_K
+        for name, w in weights.items():
+            be.load_weights({"w": w})
+            assert np.array_equal(got[name], run_matmul(be, x, w.shape[0])), (n, name)
+    assert gpu.PRODUCTS == 4
+
+
 def test_the_prompt_pass_kernels_constants_match_gpu_py():
     """gpu.py sizes the q8_mmt kernels' grids and shared memory from its copies of the kernel file's
     MMT_* constants: a drift would launch them with too little shared memory or a wrong grid. Read

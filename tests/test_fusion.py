@@ -1,6 +1,7 @@
 """native/fusion.py's rewrite of a graph, checked without a GPU: the fused node list, run by a NumPy
-interpreter of its fused ops (what the CUDA kernels compute, in NumPy's arithmetic), gives the
-unfused graph's outputs bit for bit on every model graph, and launches fewer kernels. The CUDA suite
+interpreter of its fused ops (what the CUDA kernels compute, in NumPy's arithmetic) over the arena
+native/arena.py plans for it, gives the unfused graph's outputs bit for bit on every model graph,
+with and without merged products, and launches fewer kernels. The CUDA suite
 checks the kernels themselves against the unfused ones (test_cuda_backend.py)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 
 import mtprun
 from fixtures import MODELS, model_file, needs_fixtures
+from mtprun.native.arena import plan_arena
 from mtprun.native.fusion import NO_LAUNCH, fuse
 from mtprun.native.numpy_backend import NumpyBackend
 from mtprun.runner.graph import Graph, Node
@@ -21,30 +23,54 @@ class FusedNumpy(NumpyBackend):
     """The NumPy backend running a fused node list (fusion.py's ops) in place of graph.nodes."""
 
     def run_nodes(self, graph: Graph, nodes: list[Node], inputs) -> dict[str, np.ndarray]:
+        """Every value that owns a buffer lives in one arena at plan_arena's offsets, so a buffer
+        reused while a later launch still needs it (a plan that does not fit the launch order) shows."""
         self._inputs = inputs
-        values: list[np.ndarray | None] = [None] * len(nodes)
+        lay = plan_arena(graph, nodes=nodes)
+        arena = np.zeros(lay.size, np.uint8)
+        values: dict[int, np.ndarray] = {}  # values that own no arena bytes (weights)
+        dtypes: dict[int, np.dtype] = {}
+
+        def put(i: int, v: np.ndarray) -> None:
+            if i not in lay.offsets:
+                values[i] = v
+                return
+            v = np.ascontiguousarray(v)
+            dtypes[i] = v.dtype
+            arena[lay.offsets[i] : lay.offsets[i] + v.nbytes] = v.reshape(-1).view(np.uint8)
 
         def get(i: int) -> np.ndarray:
             nd = nodes[i]
-            return get(nd.inputs[0]).reshape(nd.shape) if nd.op == "reshape" else values[i]
+            if nd.op == "reshape":
+                return get(nd.inputs[0]).reshape(nd.shape)
+            if nd.op == "view":
+                return get(nd.inputs[0]).reshape(-1)[nd.attrs["offset"] : nd.attrs["offset"] + int(np.prod(nd.shape))].reshape(nd.shape)
+            if i not in lay.offsets:
+                return values[i]
+            dtype = dtypes.get(i)
+            if dtype is None:  # a side value its launch is yet to write (a fused norm's sum)
+                return None
+            n = int(np.prod(nd.shape))
+            return arena[lay.offsets[i] : lay.offsets[i] + n * dtype.itemsize].view(dtype).reshape(nd.shape).copy()
 
         for i, nd in enumerate(nodes):
-            if nd.op in ("reshape", "absorbed", "side"):
-                continue  # a reshape is read through `get`; the others are computed by a later launch
+            if nd.op in ("reshape", "view", "absorbed", "side"):
+                continue  # views are read through `get`; the others are computed by another launch
             args = [get(s) for s in nd.inputs]
             if nd.op == "norm":
-                values[i] = self._norm(nd, dict(zip(nd.attrs["roles"], args)), nd.inputs, values)
+                put(i, self._norm(nd, dict(zip(nd.attrs["roles"], args)), nd.inputs, put))
             elif nd.op == "chain":
-                values[i] = self._chain(nd, args)
-            elif nd.op == "view":
-                values[i] = args[0].reshape(-1)[nd.attrs["offset"] : nd.attrs["offset"] + int(np.prod(nd.shape))].reshape(nd.shape)
+                put(i, self._chain(nd, args))
             else:
-                values[i] = self._ops[nd.op](nd, *args)
+                put(i, self._ops[nd.op](nd, *args))
                 if nd.op == "ssm_conv" and nd.attrs.get("silu"):
-                    values[i] = self._op_silu(nd, values[i])
+                    put(i, self._op_silu(nd, get(i)))
+                for j in nd.attrs.get("with", ()):  # merged products of the same input
+                    w = graph.nodes[j].inputs[1]
+                    put(j, self._ops["matmul"](graph.nodes[j], args[0], self._ops["weight"](graph.nodes[w])))
         return {name: np.ascontiguousarray(get(i), dtype=np.float32) for name, i in graph.outputs.items()}
 
-    def _norm(self, nd: Node, args: dict, inputs: tuple[int, ...], values: list) -> np.ndarray:
+    def _norm(self, nd: Node, args: dict, inputs: tuple[int, ...], put) -> np.ndarray:
         a = nd.attrs
         d = nd.shape[-1]
         x = args["x"]
@@ -54,7 +80,7 @@ class FusedNumpy(NumpyBackend):
         if "b" in args:
             x = self._op_add(nd, x, args["b"].reshape(nd.shape))
             if "sum" in args:
-                values[inputs[list(a["roles"]).index("sum")]] = x
+                put(inputs[list(a["roles"]).index("sum")], x)
         y = self._op_l2_norm(nd, x) if a["l2"] else self._op_rms_norm(nd, x, args.get("w"))
         return y * self._op_silu(nd, args["gate"]) if "gate" in args else y
 
@@ -85,19 +111,28 @@ def _graphs(graphs, n_embd: int) -> list[tuple[Graph, dict]]:
     return out
 
 
+def _same_kind(product: Node, weight: Node) -> str:
+    """Every product of one input shares a launch (on CUDA, those of one int8 kernel do)."""
+    return "any"
+
+
+@pytest.mark.parametrize("merge", [None, _same_kind], ids=["fused", "products merged"])
 @pytest.mark.parametrize("name", MODELS)
-def test_fused_nodes_compute_the_unfused_graph(name):
+def test_fused_nodes_compute_the_unfused_graph(name, merge):
     m = mtprun.load(model_file(name, "q8_0"), backend="numpy", n_ctx=64)
     plain, fused = NumpyBackend(), FusedNumpy()
     for be in (plain, fused):
         be.load_weights(m.loaded.weights)
         be.alloc_states(m._ctx._trunk_specs + m._ctx._mtp_specs)
     for graph, inputs in _graphs(m.loaded.graphs, m.hparams.n_embd):
-        nodes = fuse(graph)
+        nodes = fuse(graph, merge)
         assert len(nodes) == len(graph.nodes)
         launches = sum(nd.op not in NO_LAUNCH for nd in nodes)
         assert launches < sum(nd.op not in NO_LAUNCH for nd in graph.nodes), graph.name
         assert {"norm", "chain"} <= {nd.op for nd in nodes}, graph.name
+        merged = [j for nd in nodes for j in nd.attrs.get("with", ())]
+        assert bool(merged) == (merge is not None), graph.name
+        assert all(nodes[j].op == "side" for j in merged)
         for be in (plain, fused):
             be.reset_states([s.name for s in m._ctx._trunk_specs + m._ctx._mtp_specs])
         want = plain.run(graph, inputs)

@@ -16,6 +16,23 @@ __device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, 
 
 __device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4*)p); }
 
+// The products one launch computes (gpu.py's `_products`): up to PRODUCTS weight matrices of one type
+// with the same input rows (q, k and v; gate and up), each over its own range of blocks along x,
+// from `start` on (unused entries: INT_MAX). Each row is computed as by a launch of its own: merging
+// launches changes no bit.
+#define PRODUCTS 4
+struct Product { const u8* W; i64 row_bytes; float* y; int m, start; };
+struct Products {
+    Product p[PRODUCTS];
+    __device__ __forceinline__ Product of(int bx) const {  // unrolled: no local copy of the parameters
+        Product q = p[0];
+#pragma unroll
+        for (int i = 1; i < PRODUCTS; i++)
+            if (bx >= p[i].start) q = p[i];
+        return q;
+    }
+};
+
 // The K-quant order of a row's sum in the int8 modes, shared by the small-batch kernels (q8_mm here,
 // q8_mmv on tensor cores), so that a verify batch's rows equal the one-token kernel's bit for bit.
 // Super-block u of a row is one term from its whole integer sums (scale x block dot, min x x sum)
@@ -226,7 +243,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 // row keeps its offset mod 16, the same at every step) STAGES - 1 steps ahead of the one it works
 // on. R and SMEM change no row's float order (a lane's units and the butterfly stay the same).
 template <int T, int NB, int P, int R, int SMEM>
-__device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
+__device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k, int bx) {
     using F = Int<T>;
     constexpr int STEP_BYTES = F::PER_STEP * F::BYTES;
     static_assert(STEP_BYTES % 16 == 0, "a step keeps a row's offset mod 16");
@@ -235,7 +252,7 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
     static_assert(STAGES >= 2, "one step copied while another is read");
     extern __shared__ uint4 q8_stage[];
     const int lane = threadIdx.x & 31;
-    const int j0 = (blockIdx.x * MM_WARPS + (threadIdx.x >> 5)) * R;
+    const int j0 = (bx * MM_WARPS + (threadIdx.x >> 5)) * R;
     if (j0 >= m) return;  // warps share nothing here
     u8* const stage = (u8*)q8_stage + (threadIdx.x >> 5) * (STAGES * R * SLOT);
     const F f(lane);
@@ -340,9 +357,10 @@ __device__ __forceinline__ void q8_mm(const u8* W, i64 row_bytes, const i8* xq, 
 
 #define Q8_MM(NAME, T, NB, P, R, SMEM)                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * MM_WARPS) q8_mm_##NAME##_##NB##_##P(                    \
-        const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        const Products ps, const i8* xq, const float* xd, int n, int k) {                                    \
         allow_next();                                                                                        \
-        q8_mm<T, NB, P, R, SMEM>(W, row_bytes, xq, xd, y, n, m, k);                                            \
+        const Product p = ps.of(blockIdx.x);                                                                 \
+        q8_mm<T, NB, P, R, SMEM>(p.W, p.row_bytes, xq, xd, p.y, n, p.m, k, blockIdx.x - p.start);              \
     }
 
 // A type's kernels: one token (decode) with R1 rows a warp and SMEM1 bytes, batches with R and SMEM.

@@ -378,13 +378,13 @@ template <int T> __device__ __forceinline__ void mmv_sums(const typename Mma<T>:
 // y [n, m] = x W^T from x's int8 rows (P planes a token), n <= 8, W [m, k] (a K-quant); grid
 // (ceil(m / 16)), MMV_WARPS warps, mmv_shared bytes of dynamic shared memory.
 template <int T, int P>
-__device__ __forceinline__ void q8_mmv(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {
+__device__ __forceinline__ void q8_mmv(const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k, int bx) {
     using F = Mma<T>;
     constexpr int SLOT = F::SLOT, WARP_SLOT = 16 * SLOT, PIECES = SLOT / 16;
     extern __shared__ uint4 mmv_stage[];
     __shared__ float partial[MMV_WARPS][16][8];
     const int lane = threadIdx.x & 31, c = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int row_base = blockIdx.x * 16, per_row = k / 256;
+    const int row_base = bx * 16, per_row = k / 256;
     const int mine = per_row > c ? (per_row - c + MMV_WARPS - 1) / MMV_WARPS : 0;  // super-blocks c, c + 8, ..
     u8* const stage = (u8*)mmv_stage + c * (MMV_STAGES * WARP_SLOT);
     auto block_of = [&](int r, int i) { return W + (i64)min(row_base + r, m - 1) * row_bytes + (i64)(c + MMV_WARPS * i) * F::BYTES; };
@@ -446,9 +446,10 @@ __device__ __forceinline__ void q8_mmv(const u8* W, i64 row_bytes, const i8* xq,
 
 #define Q8_MMV(NAME, T, P)                                                                                     \
     extern "C" __global__ void __launch_bounds__(32 * MMV_WARPS) q8_mmv_##NAME##_##P(                          \
-        const u8* W, i64 row_bytes, const i8* xq, const float* xd, float* y, int n, int m, int k) {          \
+        const Products ps, const i8* xq, const float* xd, int n, int k) {                                      \
         allow_next();                                                                                          \
-        q8_mmv<T, P>(W, row_bytes, xq, xd, y, n, m, k);                                                        \
+        const Product p = ps.of(blockIdx.x);                                                                   \
+        q8_mmv<T, P>(p.W, p.row_bytes, xq, xd, p.y, n, p.m, k, blockIdx.x - p.start);                          \
     }
 
 Q8_MMV(q4_k, T_Q4_K, 1)
