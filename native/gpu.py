@@ -99,6 +99,12 @@ Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55
 PRODUCTS = 4
 
 
+def _source(t: WeightTensor) -> tuple[int, int]:
+    """Where a weight's bytes are: the same memory-mapped bytes under two graph names are one tensor
+    of the file."""
+    return t.data.__array_interface__["data"][0], t.data.nbytes
+
+
 def _p(x: int) -> c_uint64:
     return c_uint64(x)
 
@@ -252,6 +258,10 @@ class GpuBackend:
         return getattr(self._dev, "buffer_bytes", None)
 
     def load_weights(self, weights: Mapping[str, WeightTensor]) -> None:
+        """Uploads each weight once: names that reach the same tensor of the file (the MTP head's
+        embedding and output head, where the file has no copies of its own) share one buffer, where
+        they took two (a 27B-shaped model: ~1.9 GB more device memory with MTP on)."""
+        uploaded = {_source(w.tensor): w.buf for w in self._weights.values()}
         for name, t in weights.items():
             info = TYPES.get(t.ggml_type)
             if info is None:
@@ -262,7 +272,9 @@ class GpuBackend:
             raw = np.ascontiguousarray(t.data)
             if k % block_values or raw.nbytes != rows * (k // block_values) * block_bytes:
                 raise MtprunError(f"weight {name}: {raw.nbytes} bytes do not hold shape {t.shape} in its type.")
-            buf = self._dev.wrap(raw)
+            buf = uploaded.get(_source(t))
+            if buf is None:
+                buf = uploaded[_source(t)] = self._dev.wrap(raw)
             self._weights[name] = _Weight(t, buf, suffix, (k // block_values) * block_bytes)
             self._f32.pop(name, None)
         self._compiled.clear()  # compiled graphs hold weight pointers

@@ -86,6 +86,31 @@ def test_matmul_and_get_rows_every_format(gpu, qtype, m, k):
 
 
 @gpus
+def test_one_tensor_under_two_names_is_uploaded_once(gpu):
+    """The MTP head's embedding and output head are the trunk's where the file has no copies of their
+    own: the same bytes under two graph names take one device buffer (not one each), and products with
+    either name give the same result; equal bytes elsewhere in memory are a tensor of their own."""
+    rng = np.random.default_rng(5)
+    w = random_weight("token_embd.weight", T.Q4_K, (64, 256), rng)
+    alias = WeightTensor("mtp/embed", w.ggml_type, w.shape, w.data)
+    copy = WeightTensor("copy", w.ggml_type, w.shape, w.data.copy())
+    be = create_backend(gpu)
+    before = be.device_memory_bytes()
+    be.load_weights({w.name: w})
+    one = be.device_memory_bytes() - before
+    be.load_weights({alias.name: alias})
+    assert be.device_memory_bytes() - before == one and be._weights["mtp/embed"].buf is be._weights[w.name].buf
+    be.load_weights({copy.name: copy})
+    assert be.device_memory_bytes() - before == 2 * one and be._weights["copy"].buf is not be._weights[w.name].buf
+    g = Graph("aliases")
+    x = g.input("x", (2, 256))
+    for name in (w.name, alias.name, copy.name):
+        g.output(name, g.matmul(x, g.weight(name, w.shape)))
+    out = be.run(g, {"x": rng.standard_normal((2, 256)).astype(F32)})
+    assert np.array_equal(out[w.name], out[alias.name]) and np.array_equal(out[w.name], out[copy.name])
+
+
+@gpus
 def test_norms_elementwise_and_copies(gpu):
     rng = np.random.default_rng(1)
     n, h, d = 5, 4, 64
