@@ -17,6 +17,7 @@ native/fusion.py's pass first: fewer, larger launches with the same bits.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from ctypes import Structure, c_float, c_int32, c_int64, c_uint64
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Protocol, Sequence
@@ -94,6 +95,8 @@ def mmv_shared(suffix: str) -> int:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
                 "q5_k": ((16, 55296), (16, 55296)), "q6_k": ((8, 27648), (16, 55296))}
+# Compiled graphs' device memory kept: at most this many times the largest graph's (GpuBackend._evict_compiled).
+COMPILED_HOLD = 2
 # Weight matrices one int8 product launch may cover (kernels/matmul_q8.cu's PRODUCTS): products of
 # one input that launch the same kernel (fusion.py's merge) share a launch.
 PRODUCTS = 4
@@ -223,6 +226,7 @@ class Compiled:
     q8_rows: tuple[int, int] | None = None  # int8 activation rows and their scales (scratch), if used
     q8_holds: tuple | None = None  # which (x node, block) those rows hold now
     program: Any = None  # what the device prepared from `launches`
+    device_bytes: int = 0  # its arena and the scratch and index buffers it keeps
 
 
 class GpuBackend:
@@ -237,7 +241,7 @@ class GpuBackend:
         self._f32: dict[str, DeviceBuffer] = {}
         self._kv: dict[str, _Kv] = {}
         self._rec: dict[str, _Recurrent] = {}
-        self._compiled: dict[int, Compiled] = {}
+        self._compiled: OrderedDict[int, Compiled] = OrderedDict()  # least recently run first
 
     @property
     def device_seconds(self) -> float | None:
@@ -323,7 +327,11 @@ class GpuBackend:
     def run(self, graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         c = self._compiled.get(id(graph))
         if c is None or c.graph is not graph:
+            self._compiled.pop(id(graph), None)
             c = self._compiled[id(graph)] = self._compile(graph)
+            self._evict_compiled()
+        else:
+            self._compiled.move_to_end(id(graph))
         for name, view, shape, dtype in c.inputs:
             view[...] = np.asarray(inputs[name], dtype).reshape(shape)
         if c.committed:
@@ -340,6 +348,20 @@ class GpuBackend:
         for rec, n in c.touched:
             rec.last_n = n
         return out
+
+    def _evict_compiled(self) -> None:
+        """Keeps the device memory of compiled graphs (arenas, scratch) within COMPILED_HOLD times the
+        largest one's, dropping the least recently run first: prompt graphs are compiled for each chunk
+        length, so a chat whose every turn had a new length grew without end (tinycoder on Vulkan:
+        15 -> 27 MiB over 8 prompt lengths; a 27B shape's 512-token chunk takes 257 MiB), while the
+        graphs of decode steps, run every step, stay."""
+        sizes = {key: c.device_bytes for key, c in self._compiled.items()}
+        total, budget = sum(sizes.values()), COMPILED_HOLD * max(sizes.values())
+        for key in list(sizes)[:-1]:  # never the graph just compiled
+            if total <= budget:
+                break
+            total -= sizes.pop(key)
+            del self._compiled[key]
 
     # -- compilation
     def _compile(self, graph: Graph) -> Compiled:
@@ -390,6 +412,7 @@ class GpuBackend:
                 c.extra_outputs.append((name, ptrs[i] if i in ptrs else self._f32_ptr(graph.nodes[i]), graph.nodes[i].shape))
         assert len(c.committed) == n_rec
         c.program = self._dev.prepare(c)
+        c.device_bytes = lay.size + sum(getattr(b, "nbytes", 0) for b in c.keep)
         return c
 
     def _weight(self, nd: Node) -> _Weight:

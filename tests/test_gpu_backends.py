@@ -111,6 +111,37 @@ def test_one_tensor_under_two_names_is_uploaded_once(gpu):
 
 
 @gpus
+def test_compiled_graphs_device_memory_stays_bounded(gpu):
+    """Graphs of ever new sizes (prompt chunks of new lengths, a turn of a chat each) do not each keep
+    their buffers for good: compiled graphs hold at most gpu.COMPILED_HOLD times the largest one's
+    device memory, the least recently run dropped first, and a dropped graph compiled again gives the
+    same result."""
+    from mtprun.native.gpu import COMPILED_HOLD
+
+    rng = np.random.default_rng(9)
+    w = random_weight("w", T.Q8_0, (64, 256), rng)
+    be = create_backend(gpu)
+    be.load_weights({"w": w})
+    before = be.device_memory_bytes()
+
+    def product(n: int) -> tuple[Graph, dict]:
+        g = Graph(f"rows{n}")
+        g.output("y", g.matmul(g.input("x", (n, 256)), g.weight("w", w.shape)))
+        return g, {"x": np.arange(n * 256, dtype=F32).reshape(n, 256) / 1000}
+
+    small = product(1)
+    first = be.run(*small)["y"]
+    for n in range(8, 400, 8):
+        be.run(*product(n))
+        be.run(*small)  # run every step, as a decode graph is
+    largest = max(c.device_bytes for c in be._compiled.values())
+    assert len(be._compiled) < 49 and be.device_memory_bytes() - before <= (COMPILED_HOLD + 1) * largest
+    assert any(c.graph is small[0] for c in be._compiled.values())  # the graph run every step stays
+    g, inputs = product(8)  # dropped long ago: compiled again
+    assert np.array_equal(be.run(g, inputs)["y"][:1], first)
+
+
+@gpus
 def test_norms_elementwise_and_copies(gpu):
     rng = np.random.default_rng(1)
     n, h, d = 5, 4, 64
