@@ -95,8 +95,9 @@ def mmv_shared(suffix: str) -> int:
 # (one token, batches), as matmul_q8.cu's Q8_KERNELS instantiates them.
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
                 "q5_k": ((16, 55296), (16, 55296)), "q6_k": ((8, 27648), (16, 55296))}
-# Compiled graphs' device memory kept: at most this many times the largest graph's (GpuBackend._evict_compiled).
-COMPILED_HOLD = 2
+# Compiled graphs' device memory kept (GpuBackend._evict_compiled): this many times the largest graph's,
+# and never less than COMPILED_FLOOR bytes, which hold every graph of a decode step.
+COMPILED_HOLD, COMPILED_FLOOR = 2, 256 << 20
 # Weight matrices one int8 product launch may cover (kernels/matmul_q8.cu's PRODUCTS): products of
 # one input that launch the same kernel (fusion.py's merge) share a launch.
 PRODUCTS = 4
@@ -351,12 +352,13 @@ class GpuBackend:
 
     def _evict_compiled(self) -> None:
         """Keeps the device memory of compiled graphs (arenas, scratch) within COMPILED_HOLD times the
-        largest one's, dropping the least recently run first: prompt graphs are compiled for each chunk
-        length, so a chat whose every turn had a new length grew without end (tinycoder on Vulkan:
-        15 -> 27 MiB over 8 prompt lengths; a 27B shape's 512-token chunk takes 257 MiB), while the
-        graphs of decode steps, run every step, stay."""
+        largest one's or COMPILED_FLOOR, dropping the least recently run first: prompt graphs are
+        compiled for each chunk length, so a chat whose every turn had a new length grew without end (a
+        27B shape's 512-token chunk takes 257 MiB), while the graphs of decode steps, run every step,
+        stay. The floor keeps those of every draft depth: without it, a short prompt's graphs (all
+        small) were dropped and compiled again as the depth changed (31 compiles in 64 tokens)."""
         sizes = {key: c.device_bytes for key, c in self._compiled.items()}
-        total, budget = sum(sizes.values()), COMPILED_HOLD * max(sizes.values())
+        total, budget = sum(sizes.values()), max(COMPILED_HOLD * max(sizes.values()), COMPILED_FLOOR)
         for key in list(sizes)[:-1]:  # never the graph just compiled
             if total <= budget:
                 break

@@ -111,12 +111,12 @@ def test_one_tensor_under_two_names_is_uploaded_once(gpu):
 
 
 @gpus
-def test_compiled_graphs_device_memory_stays_bounded(gpu):
+def test_compiled_graphs_device_memory_stays_bounded(gpu, monkeypatch):
     """Graphs of ever new sizes (prompt chunks of new lengths, a turn of a chat each) do not each keep
-    their buffers for good: compiled graphs hold at most gpu.COMPILED_HOLD times the largest one's
-    device memory, the least recently run dropped first, and a dropped graph compiled again gives the
-    same result."""
-    from mtprun.native.gpu import COMPILED_HOLD
+    their buffers for good: past gpu.COMPILED_FLOOR (0 here), compiled graphs hold at most
+    gpu.COMPILED_HOLD times the largest one's device memory, the least recently run dropped first, and
+    a dropped graph compiled again gives the same result. Under the floor nothing is dropped."""
+    from mtprun.native import gpu as gpu_module
 
     rng = np.random.default_rng(9)
     w = random_weight("w", T.Q8_0, (64, 256), rng)
@@ -131,13 +131,19 @@ def test_compiled_graphs_device_memory_stays_bounded(gpu):
 
     small = product(1)
     first = be.run(*small)["y"]
-    for n in range(8, 400, 8):
-        be.run(*product(n))
+    graphs = [product(n) for n in range(8, 400, 8)]
+    for g, inputs in graphs[:10]:
+        be.run(g, inputs)
+    assert len(be._compiled) == 11  # all within the floor
+    monkeypatch.setattr(gpu_module, "COMPILED_FLOOR", 0)
+    for g, inputs in graphs[10:]:
+        be.run(g, inputs)
         be.run(*small)  # run every step, as a decode graph is
     largest = max(c.device_bytes for c in be._compiled.values())
-    assert len(be._compiled) < 49 and be.device_memory_bytes() - before <= (COMPILED_HOLD + 1) * largest
+    assert len(be._compiled) < 20 and be.device_memory_bytes() - before <= (gpu_module.COMPILED_HOLD + 1) * largest
     assert any(c.graph is small[0] for c in be._compiled.values())  # the graph run every step stays
-    g, inputs = product(8)  # dropped long ago: compiled again
+    g, inputs = graphs[0]  # dropped long ago: compiled again
+    assert all(c.graph is not g for c in be._compiled.values())
     assert np.array_equal(be.run(g, inputs)["y"][:1], first)
 
 
