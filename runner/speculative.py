@@ -58,6 +58,10 @@ def decode(
         return
     policy = FixedDepth(draft_depth) if isinstance(draft_depth, int) else draft_depth
     use_mtp = ctx.model.has_mtp and policy.max_depth > 0
+    # Greedy choices (every draft; the target's tokens when greedy) read token ids where the backend
+    # takes the argmax: a few bytes cross to the host, not rows of the vocabulary.
+    draft_ids = ctx.greedy_ids
+    verify_ids = draft_ids and sampling.greedy
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
@@ -97,14 +101,14 @@ def decode(
                 rows = rows[-1:]
                 catch_up_seconds = time.perf_counter() - t_catch_up
             out, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
-                                 mtp_next - mtp_gap, ctx.greedy_ids)
+                                 mtp_next - mtp_gap, draft_ids)
             mtp_rows, mtp_next = [], n_past + 1
             while True:
-                drafts.append(greedy_token(out, -1, ctx.greedy_ids))
+                drafts.append(greedy_token(out, -1, draft_ids))
                 if len(drafts) == depth:
                     break
                 at = n_past + len(drafts)
-                out, h_mtp = ctx.mtp(drafts[-1:], h_mtp[-1:], at, [0], at - mtp_gap, ctx.greedy_ids)
+                out, h_mtp = ctx.mtp(drafts[-1:], h_mtp[-1:], at, [0], at - mtp_gap, draft_ids)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
         timer.add("draft", t_step)
@@ -113,11 +117,10 @@ def decode(
         batch = [last] + drafts
         if n_past + len(batch) > ctx.n_ctx:
             return
-        ids = sampling.greedy and ctx.greedy_ids
-        out, h = ctx.trunk(batch, n_past, list(range(len(batch))), ids)
+        out, h = ctx.trunk(batch, n_past, list(range(len(batch))), verify_ids)
         emitted: list[int] = []
         for i in range(len(batch)):
-            tok = greedy_token(out, i, True) if ids else sample_token(out[i], sampling, n_past + i + 1)
+            tok = greedy_token(out, i, True) if verify_ids else sample_token(out[i], sampling, n_past + i + 1)
             emitted.append(tok)
             # stop at the first disagreement; a draft equal to an end-of-generation token is kept only
             # as the last draft (as llama.cpp), since nothing after it is ever emitted

@@ -316,7 +316,8 @@ def test_products_of_one_input_share_a_launch_bit_equal(mode):
     from q8_cases import activations, run_matmul
 
     rng = np.random.default_rng(733)
-    k, rows = 512, (37, 8, 130, 1, 16)  # one more than a launch takes
+    k, rows = 512, (37, 8, 130, 1, 16)
+    assert len(rows) == gpu.PRODUCTS + 1  # one more Q4_K matrix than a launch takes
     types = [T.Q4_K] * 5 + [T.Q6_K]
     weights = {f"w{i}": random_weight(f"w{i}", t, (rows[i % 5], k), rng) for i, t in enumerate(types)}
     be = CudaBackend(activations=mode)
@@ -333,7 +334,6 @@ def test_products_of_one_input_share_a_launch_bit_equal(mode):
         for name, w in weights.items():
             be.load_weights({"w": w})
             assert np.array_equal(got[name], run_matmul(be, x, w.shape[0])), (n, name)
-    assert gpu.PRODUCTS == 4
 
 
 def test_the_prompt_pass_kernels_constants_match_gpu_py():

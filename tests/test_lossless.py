@@ -57,8 +57,8 @@ def test_mtp_output_equals_plain_output_on_fixtures(name, temp, backend):
                                      pytest.param("cuda:q8", marks=backend_param("cuda").marks)])
 @pytest.mark.parametrize("name", MODELS)
 def test_token_ids_from_the_device_are_the_argmax_of_its_logits(name, backend, monkeypatch):
-    """Where the backend takes the argmax (greedy verify batches come back as token ids), every token,
-    and so every draft after it, equals what the host's argmax of the copied logits gives."""
+    """Where the backend takes the argmax (greedy drafts and verify batches come back as token ids),
+    every token and every draft equals what the host's argmax of the copied logits gives."""
     m = _model(name, backend)
     if not m._ctx.greedy_ids:
         pytest.skip(f"the {backend} backend here does not take the argmax op")

@@ -214,7 +214,7 @@ class VulkanDevice:
         # IEEE float32 modes every kernel declares; taken out of the SPIR-V where the device lacks them.
         self._float_modes = {"denorm_preserve": bool(phys.float_controls.shaderDenormPreserveFloat32),
                              "inf_nan_preserve": bool(phys.float_controls.shaderSignedZeroInfNanPreserveFloat32)}
-        # argmax_rows (native/gpu.py's device argmax) where NaNs keep their meaning: NumPy's order puts them first.
+        # The device argmax (threads of an argmax_part workgroup) where NaNs keep their meaning: NumPy's order puts them first.
         self.argmax_threads = 256 if self._float_modes["inf_nan_preserve"] else 0
         self.max_groups = int(self.limits.maxComputeWorkGroupCount[0])
         count = c_uint32()
