@@ -96,7 +96,7 @@ def mmv_shared(suffix: str) -> int:
 Q8_MM_BLOCKS = {"q8_0": ((16, 55296), (16, 55296)), "q4_k": ((8, 18432), (16, 55296)),
                 "q5_k": ((16, 55296), (16, 55296)), "q6_k": ((8, 27648), (16, 55296))}
 # Compiled graphs' device memory kept (GpuBackend._evict_compiled): this many times the largest graph's,
-# and never less than COMPILED_FLOOR bytes, which hold every graph of a decode step.
+# plus COMPILED_FLOOR bytes, which hold every graph of a decode step beside them.
 COMPILED_HOLD, COMPILED_FLOOR = 2, 256 << 20
 # Weight matrices one int8 product launch may cover (kernels/matmul_q8.cu's PRODUCTS): products of
 # one input that launch the same kernel (fusion.py's merge) share a launch.
@@ -353,13 +353,17 @@ class GpuBackend:
 
     def _evict_compiled(self) -> None:
         """Keeps the device memory of compiled graphs (arenas, scratch) within COMPILED_HOLD times the
-        largest one's or COMPILED_FLOOR, dropping the least recently run first: prompt graphs are
+        largest one's plus COMPILED_FLOOR, dropping the least recently run first: prompt graphs are
         compiled for each chunk length, so a chat whose every turn had a new length grew without end (a
-        27B shape's 512-token chunk takes 257 MiB), while the graphs of decode steps, run every step,
+        27B shape's 512-token chunk takes 267 MiB), while the graphs of decode steps, run every step,
         stay. The floor keeps those of every draft depth: without it, a short prompt's graphs (all
-        small) were dropped and compiled again as the depth changed (31 compiles in 64 tokens)."""
+        small) were dropped and compiled again as the depth changed (31 compiles in 64 tokens); and it
+        is added to the large graphs' share, not an alternative to it: with twice the largest alone, a
+        27B shape's prompt graphs with and without MTP (267 MiB each) and the decode graphs overflowed
+        it by 1 MiB, so each prompt pass dropped the decode graphs (compiled again on the next token)
+        and runs alternating MTP on and off compiled their prompt graphs again each time."""
         sizes = {key: c.device_bytes for key, c in self._compiled.items()}
-        total, budget = sum(sizes.values()), max(COMPILED_HOLD * max(sizes.values()), COMPILED_FLOOR)
+        total, budget = sum(sizes.values()), COMPILED_HOLD * max(sizes.values()) + COMPILED_FLOOR
         for key in list(sizes)[:-1]:  # never the graph just compiled
             if total <= budget:
                 break

@@ -148,6 +148,35 @@ def test_compiled_graphs_device_memory_stays_bounded(gpu, monkeypatch):
 
 
 @gpus
+def test_two_large_graphs_and_the_decode_graphs_stay_compiled(gpu, monkeypatch):
+    """Two equally large graphs run in turn (a prompt pass with MTP and without, as the benchmark runs
+    them) beside a small one run every step keep their compiled graphs: the floor (here twice the
+    small graph's memory) is held beside COMPILED_HOLD times the largest, not instead of it."""
+    from mtprun.native import gpu as gpu_module
+
+    rng = np.random.default_rng(10)
+    w = random_weight("w", T.Q8_0, (64, 256), rng)
+    be = create_backend(gpu)
+    be.load_weights({"w": w})
+
+    def product(name: str, n: int) -> tuple[Graph, dict]:
+        g = Graph(name)
+        g.output("y", g.matmul(g.input("x", (n, 256)), g.weight("w", w.shape)))
+        return g, {"x": np.ones((n, 256), F32)}
+
+    small, big_a, big_b = product("step", 1), product("prompt", 256), product("prompt+mtp", 256)
+    be.run(*small)
+    monkeypatch.setattr(gpu_module, "COMPILED_FLOOR", 2 * be._compiled[id(small[0])].device_bytes)
+    compiles = []
+    compile_graph = be._compile
+    monkeypatch.setattr(be, "_compile", lambda graph: compiles.append(graph.name) or compile_graph(graph))
+    for _ in range(3):
+        for graph in (big_a, big_b, small):
+            be.run(*graph)
+    assert compiles == ["prompt", "prompt+mtp"]
+
+
+@gpus
 def test_norms_elementwise_and_copies(gpu):
     rng = np.random.default_rng(1)
     n, h, d = 5, 4, 64
