@@ -332,15 +332,12 @@ def best_after_warm_up(times: list[float]) -> float:
 def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> dict:
     """Prefill = the decode loop's prompt pass (trunk, logits of the last row); with MTP on, the same
     graphs also write the MTP head's KV cache for every prompt position on the device (and for the
-    position after it, paired with a stand-in next token). All runs with MTP off, then all with it on,
-    each after a warm-up: a GPU backend keeps a bounded set of compiled graphs, and runs alternating
-    between the two sets of prompt graphs compiled them again each time (the 27B shape on the CUDA
-    backend: three compiles a run, both figures timing them)."""
+    position after it, paired with a stand-in next token)."""
     ctx = model._ctx
     times: dict[bool, list[float]] = {False: [], True: []}
-    for mtp in (False, True) if model.has_mtp else (False,):
-        for r in range(reps + 1):
-            progress.update(f"prefill {len(ids)} tokens{', MTP on' if mtp else ''}, run {r + 1}/{reps + 1}", force=True)
+    for r in range(reps + 1):
+        progress.update(f"prefill {len(ids)} tokens, run {r + 1}/{reps + 1}", force=True)
+        for mtp in (False, True) if model.has_mtp else (False,):
             ctx.reset()
             t0 = time.perf_counter()
             ctx.prompt_pass(ids, PREFILL_BATCH, ids[-1] if mtp else None, logits_last=True)

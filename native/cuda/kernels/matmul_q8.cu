@@ -16,8 +16,8 @@ __device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, 
 
 __device__ __forceinline__ uint4 ld_x16(const i8* p) { return __ldg((const uint4*)p); }
 
-// The products one launch computes (gpu.py's `_products`): up to PRODUCTS weight matrices of one type
-// with the same input rows (q, k and v; gate and up), each over its own range of blocks along x,
+// The products one launch computes (gpu.py's `_Products`, filled by `_matmul`): up to PRODUCTS weight
+// matrices of one type with the same input rows (q, k and v; gate and up), each over its own range of blocks along x,
 // from `start` on (unused entries: INT_MAX). Each row is computed as by a launch of its own: merging
 // launches changes no bit.
 #define PRODUCTS 4
