@@ -37,6 +37,7 @@ class CudaDevice:
     fuse = True  # the graph's nodes through native/fusion.py (kernels: norm_fused_*, chain_*, ssm_conv_silu_*)
     norm_wide = 1024  # threads per row of the norm kernels for rows past 1024 values (kernels/norm.cu)
     argmax_threads = 256  # threads of an argmax_part block (kernels/argmax.cu)
+    attention_parts = True  # few-row attention split over its keys (kernels/attention.cu's attention_part)
 
     def __init__(self, ordinal: int = 0, graphs: bool | None = None, activations: str = "f32") -> None:
         self.activations = check_activations(activations)  # read by gpu.py's matmul emission

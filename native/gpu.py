@@ -47,6 +47,9 @@ _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention ker
 # The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
+# Attention of batches up to ATT_SPLIT_ROWS rows (decode, verify) on a device with `attention_parts`:
+# a block per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold.
+ATT_SPLIT_ROWS, ATT_PARTS = 16, 32
 # The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
 ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
 # The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
@@ -226,6 +229,7 @@ class Compiled:
     keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
     q8_rows: tuple[int, int] | None = None  # int8 activation rows and their scales (scratch), if used
     q8_holds: tuple | None = None  # which (x node, block) those rows hold now
+    att_terms: int = 0  # the split attention's per-part terms (scratch), if used
     program: Any = None  # what the device prepared from `launches`
     device_bytes: int = 0  # its arena and the scratch and index buffers it keeps
 
@@ -592,7 +596,8 @@ class GpuBackend:
         values = next(v for v in NORM_VALUES if threads * v >= d)  # per thread: the fewest registers that hold a row
         self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d, 1), threads,
                      [_p(a["x"] + 4 * nd.attrs["offset"]), _l(nd.attrs["per"]), _l(nd.attrs["stride"]), *(_p(a.get(r, 0)) for r in ("b", "sum", "w", "gate")),
-                      _p(out), _p(xq), _p(xd), _i(planes), _i(d), c_float(nd.attrs["eps"]), _i(nd.attrs["l2"])])
+                      _p(out), _p(xq), _p(xd), _i(planes), _i(d), c_float(nd.attrs["eps"]), _i(nd.attrs["l2"]),
+                      _i("w" in a and c.nodes[nd.inputs[nd.attrs["roles"].index("w")]].op == "weight")])  # w read before the wait
 
     def _emit_rms_norm(self, c, nd, out, args, shapes) -> None:
         self._norm(c, nd, out, args, shapes, 0)
@@ -717,9 +722,17 @@ class GpuBackend:
             raise MtprunError(f"graph {c.graph.name}: attention with head size {d} and {n_head}/{n_kv} heads is not supported.")
         kv = self._emit_kv_write(c, nd, None, args[1:], shapes[1:])
         n_ctx = kv.spec.shape[0]
-        q, pos = args[0], args[3]
-        self._launch(c, "attention", (n * n_head, 1), 128,
-                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), c_float(nd.attrs["scale"]), _i(n_ctx)])
+        q, pos, scale = args[0], args[3], c_float(nd.attrs["scale"])
+        if n > ATT_SPLIT_ROWS or not getattr(self._dev, "attention_parts", False):
+            self._launch(c, "attention", (n * n_head, 1), 128,
+                         [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
+            return
+        if not c.att_terms:  # one area for the graph's attention nodes, sized for the largest
+            rows = max(a.shape[0] * a.shape[1] for a in c.graph.nodes if a.op == "attention")
+            c.att_terms = self._scratch(c, 4 * rows * ATT_PARTS * (_ATT_MAX_D + 2))
+        self._launch(c, "attention_part", (n * n_head, ATT_PARTS), 128,
+                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(c.att_terms), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
+        self._launch(c, "attention_merge", (n * n_head, 1), 128, [_p(c.att_terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
 
     def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
         n, channels = nd.shape

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fixtures import backend_param
 from mtprun.native import create_backend
+from mtprun.native.gpu import ATT_SPLIT_ROWS
 from mtprun.native.numpy_backend import NumpyBackend
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.graph import Graph, StateSpec, WeightTensor
@@ -263,6 +264,32 @@ def test_attention_position_outside_the_context_is_an_error(gpu):
         ours.run(g, {"q": np.ones((1, 1, 64), F32), "pos": np.array([8], np.int32)})
     # The flag is cleared: the same (replayed) graph runs again at a valid position.
     assert np.isfinite(ours.run(g, {"q": np.ones((1, 1, 64), F32), "pos": np.array([7], np.int32)})["o"]).all()
+
+
+@gpus
+def test_attention_of_a_long_row_is_the_same_in_every_batch(gpu):
+    """Rows of up to 600 keys, in many parts (CUDA splits a few rows' keys over blocks, ATT_PARTS at
+    most): as the reference, and a row's result bit for bit the same in a decode step, a verify-sized
+    batch and a prompt-sized one."""
+    rng = np.random.default_rng(5)
+    n_head, n_kv, d, n_ctx = 6, 2, 128, 640
+    ref, ours = _backends(gpu, [], [StateSpec("kv", "kv", (n_ctx, n_kv, d))])
+    data = {name: rng.standard_normal((n_ctx, hh, d)).astype(F32) for name, hh in (("q", n_head), ("k", n_kv), ("v", n_kv))}
+
+    def attend(backend, start: int, n: int) -> np.ndarray:
+        g = Graph(f"att{n}")
+        q, k, v = g.input("q", (n, n_head, d)), g.input("k", (n, n_kv, d)), g.input("v", (n, n_kv, d))
+        g.output("o", g.attention(q, k, v, g.input("pos", (n,), "i32"), "kv", d**-0.5))
+        inputs = {name: a[start:start + n] for name, a in data.items()}
+        inputs["pos"] = np.arange(start, start + n, dtype=np.int32)
+        return backend.run(g, inputs)["o"]
+
+    assert _rel(attend(ours, 0, 600), attend(ref, 0, 600)) <= 1e-5
+    for last in (40, 599):  # 3 parts; the most parts
+        one = attend(ours, last, 1)[0]
+        assert _rel(one, attend(ref, last, 1)[0]) <= 1e-5
+        for n in (5, ATT_SPLIT_ROWS + 4):  # its K and V written again, the same
+            assert np.array_equal(attend(ours, last - n + 1, n)[-1], one), n
 
 
 HK, HV, WIDTH, CHANNELS = 2, 4, 4, 96  # the recurrent tests' heads and conv shape

@@ -40,19 +40,28 @@ extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_rows(const f
 // NV: a thread's values, rows up to T * NV (gpu.py picks the least that holds a row).
 template <int B, int NV>
 __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, const float* b, float* sum, const float* w,
-                                           const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2) {
+                                           const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2,
+                                           int w_early) {
     const int T = blockDim.x, r = blockIdx.x;
     const float* xr = a + (r / per) * stride + (r % per) * d;
     const i64 row = (i64)r * d;
     // Every load before any store, so that the loads are in flight together (a store between them
     // could alias a later load, which would then wait for it); the weight and gate ahead of the sum.
+    // A weight w (w_early) loads before the wait for the kernels before: no kernel writes it.
     float v[NV], wv[NV], gv[NV];
+    auto load_w = [&] {
+#pragma unroll
+        for (int i = 0; i < NV; i++)
+            if (threadIdx.x + i * T < d) wv[i] = w[threadIdx.x + i * T];
+    };
+    if (w && w_early) load_w();
+    wait_previous();
+    if (w && !w_early) load_w();
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         const int e = threadIdx.x + i * T;
         if (e < d) {
             v[i] = b ? xr[e] + b[row + e] : xr[e];
-            if (w) wv[i] = w[e];
             if (gate) gv[i] = gate[row + e];
         }
     }
@@ -117,9 +126,10 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
 
 #define NORM_FUSED(B, NV)                                                                                      \
     extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_fused_##B##_##NV(const float* a, i64 per, i64 stride, const float* b, \
-            float* sum, const float* w, const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2) { \
-        begin_kernel();                                                                                                        \
-        norm_fused<B, NV>(a, per, stride, b, sum, w, gate, o, q, qd, planes, d, eps, l2);                      \
+            float* sum, const float* w, const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2,         \
+            int w_early) {                                                                                                         \
+        allow_next();                                                                                                          \
+        norm_fused<B, NV>(a, per, stride, b, sum, w, gate, o, q, qd, planes, d, eps, l2, w_early);             \
     }
 #define NORM_FUSED_NV(B) NORM_FUSED(B, 1) NORM_FUSED(B, 2) NORM_FUSED(B, 4) NORM_FUSED(B, 6) NORM_FUSED(B, 8)
 NORM_FUSED_NV(32)
