@@ -106,19 +106,23 @@ class Context:
         """A fresh sequence's prompt at positions 0.. in batches of n_batch, committing each; returns the
         last token's logits (if asked) and trunk state [d]. With `next_token` (the token after the prompt), also the MTP
         head's cache for positions 0 .. len(tokens): the pairs (token p, trunk state p - 1) (zeros
-        before the first), written on the device inside each batch's trunk graph, as `mtp_kv` would."""
-        if next_token is not None:
-            self.mtp_kv(tokens[:1], np.zeros((1, self.model.hp.n_embd), np.float32), 0)
-        ahead = list(tokens[1:]) + ([next_token] if next_token is not None else [])
+        before the first), written on the device inside each batch's trunk graph, as `mtp_kv` would
+        (position 0's by the first batch's: no run of its own)."""
+        mtp = next_token is not None
+        ahead = list(tokens[1:]) + ([next_token] if mtp else [])
         out: dict[str, np.ndarray] = {}
         for b in range(0, len(tokens), n_batch):
             chunk = tokens[b : b + n_batch]
             n, pos = len(chunk), np.arange(b, b + len(chunk), dtype=np.int32)
             inputs = {"tokens": np.asarray(chunk, np.int32), "pos": pos}
-            if next_token is not None:
-                inputs.update(mtp_tokens=np.asarray(ahead[b : b + n], np.int32), mtp_pos=pos + 1)
-            mtp, last = next_token is not None, logits_last and b + n_batch >= len(tokens)
-            graph = self._graph(("prompt", n, mtp, last), lambda: self.model.graphs.prompt(n, mtp, last))
+            first = mtp and b == 0
+            if mtp:
+                inputs.update(mtp_tokens=np.asarray(([tokens[0]] if first else []) + ahead[b : b + n], np.int32),
+                              mtp_pos=np.arange(b + 1 - first, b + n + 1, dtype=np.int32))
+            if first:
+                inputs["mtp_h_keep"] = (np.arange(n + 1) > 0).astype(np.float32)[:, None]
+            last = logits_last and b + n_batch >= len(tokens)
+            graph = self._graph(("prompt", n, mtp, last, first), lambda: self.model.graphs.prompt(n, mtp, last, first))
             out = self.backend.run(graph, inputs)
             self.commit(n)
         return (out["logits"][0] if logits_last else None), out["h_last"][0]

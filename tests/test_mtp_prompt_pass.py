@@ -45,8 +45,9 @@ def test_prompt_graph_leaves_out_the_rest_of_the_layer():
 def test_prompt_pass_inside_the_trunk_graphs_writes_the_same_cache(name, backend):
     """`Context.prompt_pass` writes the MTP head's cache inside the trunk's own graphs, from the states
     on the device (batches of 7: a batch's last pair takes the next batch's first token, the prompt's
-    last the token after it): the cache the host-side path writes (trunk states copied out, passed
-    back to mtp_kv, in the same batches), bit for bit, and the same last trunk state."""
+    last the token after it; the first batch's graph also writes position 0's pair, with zeros): the
+    cache the host-side path writes (trunk states copied out, passed back to mtp_kv, in the same
+    batches), bit for bit, and the same last trunk state."""
     m = mtprun.load(model_file(name, "q8_0"), backend=backend, n_ctx=128)
     ctx = m._ctx
     ids = list(next(iter(prompts(name).values())))[:24]

@@ -167,22 +167,25 @@ class Qwen35Graphs:
     def _head(self) -> str:
         return "token_embd.weight" if self.tied else "output.weight"
 
-    def prompt(self, n: int, mtp: bool, logits_last: bool) -> Graph:
+    def prompt(self, n: int, mtp: bool, logits_last: bool, first: bool = False) -> Graph:
         """A chunk of n prompt tokens: the trunk, keeping only its last hidden state (`h_last` [1, d])
         and, if asked, its `logits`; with `mtp`, also the MTP head's cache entries for the pairs
         (token p + 1, trunk state p) of the chunk's positions p, from the states on the device
         (`mtp_tokens` and `mtp_pos`: the tokens and positions one ahead, the last being the next
-        chunk's first token)."""
-        g = Graph(f"prompt{'+mtp' if mtp else ''}[{n}]")
+        chunk's first token). The `first` chunk's also start with position 0's pair (token 0, zeros):
+        n + 1 of them, the zeros made on the device (state 0 times `mtp_h_keep`'s 0; then ones)."""
+        g = Graph(f"prompt{'+mtp' if mtp else ''}{'@0' if first else ''}[{n}]")
         hn = self._trunk_body(g, g.input("tokens", (n,), "i32"), g.input("pos", (n,), "i32"))
         h_last = self._rows(g, hn, [n - 1], n)
         g.output("h_last", h_last)
         if logits_last:
             g.output("logits", g.matmul(h_last, self._w(g, self._head())))
         if mtp:
-            p = self._mtp_prefix()
-            x = self._mtp_block_input(g, g.input("mtp_tokens", (n,), "i32"), hn, p)
-            mtp_pos = g.input("mtp_pos", (n,), "i32")
+            p, rows, h = self._mtp_prefix(), n + first, hn
+            if first:
+                h = g.binary("mul", g.take_rows(hn, [0, *range(n)]), g.input("mtp_h_keep", (rows, 1)))
+            x = self._mtp_block_input(g, g.input("mtp_tokens", (rows,), "i32"), h, p)
+            mtp_pos = g.input("mtp_pos", (rows,), "i32")
             self._mtp_kv_write(g, x, mtp_pos, mtp_pos, p)
         return g
 
