@@ -48,8 +48,9 @@ _MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention ker
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
 # Attention of batches up to ATT_SPLIT_ROWS rows (decode, verify) on a device with `attention_parts`:
-# a block per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold.
-ATT_SPLIT_ROWS, ATT_PARTS = 16, 32
+# a warp per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold; the
+# parts' terms in one scratch area that every graph shares (they run one at a time).
+ATT_SPLIT_ROWS, ATT_PARTS, _ATT_WARPS = 8, 128, 4
 # The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
 ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
 # The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
@@ -229,7 +230,6 @@ class Compiled:
     keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
     q8_rows: tuple[int, int] | None = None  # int8 activation rows and their scales (scratch), if used
     q8_holds: tuple | None = None  # which (x node, block) those rows hold now
-    att_terms: int = 0  # the split attention's per-part terms (scratch), if used
     program: Any = None  # what the device prepared from `launches`
     device_bytes: int = 0  # its arena and the scratch and index buffers it keeps
 
@@ -247,6 +247,7 @@ class GpuBackend:
         self._kv: dict[str, _Kv] = {}
         self._rec: dict[str, _Recurrent] = {}
         self._compiled: OrderedDict[int, Compiled] = OrderedDict()  # least recently run first
+        self._att_terms: list[DeviceBuffer] = []  # the split attention's scratch; the last is the largest
 
     @property
     def device_seconds(self) -> float | None:
@@ -727,12 +728,13 @@ class GpuBackend:
             self._launch(c, "attention", (n * n_head, 1), 128,
                          [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
             return
-        if not c.att_terms:  # one area for the graph's attention nodes, sized for the largest
-            rows = max(a.shape[0] * a.shape[1] for a in c.graph.nodes if a.op == "attention")
-            c.att_terms = self._scratch(c, 4 * rows * ATT_PARTS * (_ATT_MAX_D + 2))
-        self._launch(c, "attention_part", (n * n_head, ATT_PARTS), 128,
-                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(c.att_terms), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
-        self._launch(c, "attention_merge", (n * n_head, 1), 128, [_p(c.att_terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
+        need = 4 * ATT_SPLIT_ROWS * n_head * ATT_PARTS * (_ATT_MAX_D + 2)
+        if not self._att_terms or self._att_terms[-1].nbytes < need:  # earlier graphs keep the smaller
+            self._att_terms.append(self._dev.alloc(need))
+        terms = self._att_terms[-1].ptr
+        self._launch(c, "attention_part", (n * n_head, ATT_PARTS // _ATT_WARPS), 32 * _ATT_WARPS,
+                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(terms), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
+        self._launch(c, "attention_merge", (n * n_head, 1), 32 * _ATT_WARPS, [_p(terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
 
     def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
         n, channels = nd.shape
