@@ -51,6 +51,7 @@ MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-st
 # a warp per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold; the
 # parts' terms in one scratch area that every graph shares (they run one at a time).
 ATT_SPLIT_ROWS, ATT_PARTS, _ATT_WARPS = 8, 128, 4
+SPLIT_ATTENTION_KERNELS = ("attention_part", "attention_merge")  # CUDA's own
 # The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
 ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
 # The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
@@ -732,9 +733,10 @@ class GpuBackend:
         if not self._att_terms or self._att_terms[-1].nbytes < need:  # earlier graphs keep the smaller
             self._att_terms.append(self._dev.alloc(need))
         terms = self._att_terms[-1].ptr
-        self._launch(c, "attention_part", (n * n_head, ATT_PARTS // _ATT_WARPS), 32 * _ATT_WARPS,
+        part, merge = SPLIT_ATTENTION_KERNELS
+        self._launch(c, part, (n * n_head, ATT_PARTS // _ATT_WARPS), 32 * _ATT_WARPS,
                      [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(terms), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
-        self._launch(c, "attention_merge", (n * n_head, 1), 32 * _ATT_WARPS, [_p(terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
+        self._launch(c, merge, (n * n_head, 1), 32 * _ATT_WARPS, [_p(terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
 
     def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
         n, channels = nd.shape

@@ -21,7 +21,7 @@ import pytest
 
 from mtprun.native import gpu
 from mtprun.native.fusion import FUSED_KERNELS
-from mtprun.native.gpu import TYPES, GpuBackend
+from mtprun.native.gpu import SPLIT_ATTENTION_KERNELS, TYPES, GpuBackend
 from mtprun.native.metal import api, device, library, objc
 from mtprun.native.metal.arguments import SET_BYTES_LIMIT, addresses, pack_arguments, threadgroup_bytes
 from mtprun.runner.errors import MtprunError
@@ -133,14 +133,16 @@ def _msl() -> dict:
 
 
 def test_every_cuda_kernel_has_a_metal_twin_of_the_same_name():
-    """Every kernel gpu.py launches on any device; the int8-activation kernels (q8_*) and the fused
-    ones (native/fusion.py) are CUDA's own: gpu.py launches them only for a device whose
-    `activations` asks for them, or that fuses."""
+    """Every kernel gpu.py launches on any device; the int8-activation kernels (q8_*), the fused
+    ones (native/fusion.py) and the split attention's are CUDA's own: gpu.py launches them only for
+    a device whose `activations` asks for them, that fuses, or that sets `attention_parts`."""
     cuda = _cuda_kernel_names()
     assert {"mm_q6_k_8", "mmid_bf16", "get_rows_q4_0", "ssm_conv_5", "delta_net_128", "norm_rows", "attention"} <= cuda
     assert {"q8_rows_256", "q8_mm_q4_k_1_2", "q8_mm_q6_k_8_1", "q8_mm_q8_0_4_2"} <= cuda
     assert {"chain", "norm_fused_256_6", "ssm_conv_silu_4"} <= cuda
-    assert set(_msl()["kernels"]) == {name for name in cuda if not name.startswith(("q8_",) + FUSED_KERNELS)}
+    assert set(SPLIT_ATTENTION_KERNELS) <= cuda
+    own = ("q8_",) + FUSED_KERNELS + SPLIT_ATTENTION_KERNELS
+    assert set(_msl()["kernels"]) == {name for name in cuda if not name.startswith(own)}
 
 
 def test_templated_kernels_follow_gpu_tables():
