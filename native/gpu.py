@@ -43,14 +43,14 @@ _ERRORS = {1: "a position is outside the context (n_ctx)", 3: "a token id is out
 _UNARY = {"sigmoid": 0, "silu": 1, "softplus": 2, "scale": 3}
 _BINARY = {"add": 0, "mul": 1}
 _CHAIN_BINARY = 4  # a chain step's code for add / mul: this plus _BINARY's (kernels/elementwise.cu)
-_MM_WARPS, _ATT_MAX_D = 4, 256  # as in every backend's matmul and attention kernels
+_MM_WARPS, _ATT_WARPS, _ATT_MAX_D = 4, 4, 256  # as in every backend's matmul and attention kernels
 # The kernel instantiations every backend builds: matmul rows per weight read, conv widths, DeltaNet state sizes.
 MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
 # Attention of batches up to ATT_SPLIT_ROWS rows (decode, verify) on a device with `attention_parts`:
 # a warp per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold; the
 # parts' terms in one scratch area that every graph shares (they run one at a time).
-ATT_SPLIT_ROWS, ATT_PARTS, _ATT_WARPS = 8, 128, 4
+ATT_SPLIT_ROWS, ATT_PARTS = 8, 128
 SPLIT_ATTENTION_KERNELS = ("attention_part", "attention_merge")  # CUDA's own
 # The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
 ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
@@ -726,7 +726,7 @@ class GpuBackend:
         n_ctx = kv.spec.shape[0]
         q, pos, scale = args[0], args[3], c_float(nd.attrs["scale"])
         if n > ATT_SPLIT_ROWS or not getattr(self._dev, "attention_parts", False):
-            self._launch(c, "attention", (n * n_head, 1), 128,
+            self._launch(c, "attention", (n * n_head, 1), 32 * _ATT_WARPS,
                          [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
             return
         need = 4 * ATT_SPLIT_ROWS * n_head * ATT_PARTS * (_ATT_MAX_D + 2)

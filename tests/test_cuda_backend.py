@@ -336,6 +336,15 @@ def test_products_of_one_input_share_a_launch_bit_equal(mode):
             assert np.array_equal(got[name], run_matmul(be, x, w.shape[0])), (n, name)
 
 
+def test_the_split_attention_constants_match_gpu_py():
+    """gpu.py sizes the split attention's grid and its shared scratch from its copies of
+    attention.cu's constants: a drift would leave parts out or write past the scratch."""
+    from mtprun.native import gpu
+
+    defines = {name: int(value) for name, value in re.findall(r"^#define (ATT_\w+) (\d+)\b", (KERNEL_DIR / "attention.cu").read_text(), re.M)}
+    assert (defines["ATT_PARTS"], defines["ATT_WARPS"], defines["ATT_MAX_D"]) == (gpu.ATT_PARTS, gpu._ATT_WARPS, gpu._ATT_MAX_D)
+
+
 def test_the_prompt_pass_kernels_constants_match_gpu_py():
     """gpu.py sizes the q8_mmt kernels' grids and shared memory from its copies of the kernel file's
     MMT_* constants: a drift would launch them with too little shared memory or a wrong grid. Read
