@@ -12,7 +12,7 @@ The rewritten list keeps every node's index; ops of this pass (native/arena.py p
   attrs per, stride, offset), the residual add before it (x + b, its sum "sum" a side node), the
   weight "w", a silu gate multiplied after ("gate"). attrs.feeds: the matmul launched next on it.
 - "chain": element-wise ops in a row, attrs.steps ((op, input slot or -1, factor), ...) from
-  ("load", 0, 0).
+  ("load", 0, 0); a binary op (add, mul) with none to join is a chain of its own.
 - ssm_conv with attrs.silu: the silu that followed it, whose node becomes a view of it.
 - matmul with attrs.with: the later products of the same input whose launch it is as well (the
   backend's `product_kind` the same, e.g. q, k and v, gate and up): those become "side" nodes, and
@@ -151,6 +151,9 @@ def _chain(nodes: list[Node], i: int, only_reader) -> None:
         if (pn.op in ELEMENTWISE or pn.op == "chain") and only_reader(p) == i and pn.shape == nd.shape and nd.inputs.count(p) == 1:
             break
     else:
+        if len(nd.inputs) == 2:  # a binary op alone is a chain of one step: `binary` never launches where chains do
+            inputs, steps = _as_chain(nd)
+            nodes[i] = Node("chain", tuple(inputs), nd.shape, {"steps": tuple(steps)})
         return
     inputs, steps = (list(pn.inputs), list(pn.attrs["steps"])) if pn.op == "chain" else _as_chain(pn)
     if len(steps) == CHAIN_STEPS:

@@ -49,9 +49,13 @@ MM_BATCHES, CONV_WIDTHS, DELTA_DIMS = (1, 2, 4, 8), (2, 3, 4, 5), (32, 64, 128)
 MAX_GRID = 65535  # workgroups per grid axis every Vulkan device allows; grid-stride kernels stay within it
 # Attention of batches up to ATT_SPLIT_ROWS rows (decode, verify) on a device with `attention_parts`:
 # a warp per part of a row's keys, up to ATT_PARTS parts (kernels/attention.cu), then a fold; the
-# parts' terms in one scratch area that every graph shares (they run one at a time).
+# parts' terms in one scratch area that every graph shares (they run one at a time). Larger batches
+# fold the same parts in one block a row. These kernels come in instances by a lane's channel slots
+# (ATT_SLOTS: head sizes up to 32 of each) and the query heads of one KV head a warp takes together
+# (ATT_GROUPS, at most ATT_GROUP_SLOTS slots in all: registers).
 ATT_SPLIT_ROWS, ATT_PARTS = 8, 128
-SPLIT_ATTENTION_KERNELS = ("attention_part", "attention_merge")  # CUDA's own
+ATT_SLOTS, ATT_GROUPS, ATT_GROUP_SLOTS = (2, 4, 8), (1, 2, 3, 4, 6, 8), 32
+SPLIT_ATTENTION_KERNELS = ("attention_part", "attention_merge", "attention_rows")  # CUDA's own
 # The argmax op's split of a row: at most this many chunks, each of at least this many values a thread.
 ARGMAX_SPLITS, ARGMAX_PER_THREAD = 64, 8
 # The int8-activation modes (a device's `activations`, CUDA's only): int8 planes per token, and the
@@ -725,18 +729,26 @@ class GpuBackend:
         kv = self._emit_kv_write(c, nd, None, args[1:], shapes[1:])
         n_ctx = kv.spec.shape[0]
         q, pos, scale = args[0], args[3], c_float(nd.attrs["scale"])
-        if n > ATT_SPLIT_ROWS or not getattr(self._dev, "attention_parts", False):
-            self._launch(c, "attention", (n * n_head, 1), 32 * _ATT_WARPS,
-                         [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
+        values = [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(out), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)]
+        if not getattr(self._dev, "attention_parts", False):
+            self._launch(c, "attention", (n * n_head, 1), 32 * _ATT_WARPS, values)
+            return
+        slots = next(s for s in ATT_SLOTS if 32 * s >= d)
+        # A KV head's query heads share a warp (its K and V read once), but for one row, whose parts then
+        # spread over fewer warps (H100, 27B shape, 16 layers: grouped, a 1-token step took 10-25 us more;
+        # a 4-token one at 3000 positions 60-80 us less).
+        group = 1 if n == 1 else max(g for g in ATT_GROUPS if (n_head // n_kv) % g == 0 and g * slots <= ATT_GROUP_SLOTS)
+        part, merge, rows = SPLIT_ATTENTION_KERNELS
+        if n > ATT_SPLIT_ROWS:
+            self._launch(c, f"{rows}_{slots}_{group}", (n * n_head // group, 1), 32 * _ATT_WARPS, values)
             return
         need = 4 * ATT_SPLIT_ROWS * n_head * ATT_PARTS * (_ATT_MAX_D + 2)
         if not self._att_terms or self._att_terms[-1].nbytes < need:  # earlier graphs keep the smaller
             self._att_terms.append(self._dev.alloc(need))
         terms = self._att_terms[-1].ptr
-        part, merge = SPLIT_ATTENTION_KERNELS
-        self._launch(c, part, (n * n_head, ATT_PARTS // _ATT_WARPS), 32 * _ATT_WARPS,
-                     [_p(q), _p(kv.k.ptr), _p(kv.v.ptr), _p(pos), _p(terms), _i(n_head), _i(n_kv), _i(d), scale, _i(n_ctx)])
-        self._launch(c, merge, (n * n_head, 1), 32 * _ATT_WARPS, [_p(terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
+        values[4] = _p(terms)
+        self._launch(c, f"{part}_{slots}_{group}", (n * n_head // group, ATT_PARTS // _ATT_WARPS), 32 * _ATT_WARPS, values)
+        self._launch(c, f"{merge}_{slots}", (n * n_head, 1), 32 * _ATT_WARPS, [_p(terms), _p(pos), _p(out), _i(n_head), _i(d), _i(n_ctx)])
 
     def _emit_ssm_conv(self, c, nd, out, args, shapes) -> None:
         n, channels = nd.shape

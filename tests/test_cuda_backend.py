@@ -17,6 +17,7 @@ from mtprun.native import create_backend
 from mtprun.native.cuda.module import KERNEL_DIR
 from mtprun.native.cuda_backend import MIN_COMPUTE_CAPABILITY
 from mtprun.runner.errors import MtprunError
+from test_metal_backend import _cuda_kernel_names
 from test_gpu_backends import CHANNELS, WIDTH, random_weight, recurrent_graph, recurrent_inputs, recurrent_states
 
 F32 = np.float32
@@ -343,6 +344,19 @@ def test_the_split_attention_constants_match_gpu_py():
 
     defines = {name: int(value) for name, value in re.findall(r"^#define (ATT_\w+) (\d+)\b", (KERNEL_DIR / "attention.cu").read_text(), re.M)}
     assert (defines["ATT_PARTS"], defines["ATT_WARPS"], defines["ATT_MAX_D"]) == (gpu.ATT_PARTS, gpu._ATT_WARPS, gpu._ATT_MAX_D)
+    assert 32 * max(gpu.ATT_SLOTS) == gpu._ATT_MAX_D
+
+
+def test_every_split_attention_instance_gpu_py_picks_is_built():
+    """gpu.py picks the split attention's instance by the head size's channel slots and the query
+    heads a warp takes together; attention.cu instantiates them by macros: each pick must exist."""
+    from mtprun.native import gpu
+
+    part, merge, rows = gpu.SPLIT_ATTENTION_KERNELS
+    names = _cuda_kernel_names()
+    picks = {f"{merge}_{s}" for s in gpu.ATT_SLOTS}
+    picks |= {f"{kernel}_{s}_{g}" for s in gpu.ATT_SLOTS for g in gpu.ATT_GROUPS if g * s <= gpu.ATT_GROUP_SLOTS for kernel in (part, rows)}
+    assert picks <= names, sorted(picks - names)
 
 
 def test_the_prompt_pass_kernels_constants_match_gpu_py():

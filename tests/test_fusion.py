@@ -108,6 +108,9 @@ def _graphs(graphs, n_embd: int) -> list[tuple[Graph, dict]]:
         out.append((graphs.mtp(n, [n - 1]), mtp_in))
     pos = np.arange(0, 6, dtype=np.int32)
     out.append((graphs.prompt(6, True, True), {"tokens": ids(6), "pos": pos, "mtp_tokens": ids(6), "mtp_pos": pos + 1}))
+    keep = (np.arange(7) > 0).astype(np.float32)[:, None]  # a first chunk's MTP rows: position 0's zeros, then 6
+    out.append((graphs.prompt(6, True, True, True), {"tokens": ids(6), "pos": pos, "mtp_tokens": ids(7), "mtp_pos": np.arange(7, dtype=np.int32),
+                                                     "mtp_h_keep": keep}))
     return out
 
 
@@ -130,6 +133,7 @@ def test_fused_nodes_compute_the_unfused_graph(name, merge):
         launches = sum(nd.op not in NO_LAUNCH for nd in nodes)
         assert launches < sum(nd.op not in NO_LAUNCH for nd in graph.nodes), graph.name
         assert {"norm", "chain"} <= {nd.op for nd in nodes}, graph.name
+        assert not {"add", "mul"} & {nd.op for nd in nodes}, graph.name  # binary ops run as chains
         merged = [j for nd in nodes for j in nd.attrs.get("with", ())]
         assert bool(merged) == (merge is not None), graph.name
         assert all(nodes[j].op == "side" for j in merged)
