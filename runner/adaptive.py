@@ -12,8 +12,15 @@ and now and then probes one position deeper than its choice so that estimates do
 within NEAR_TIE of it, following up soon on one that succeeds: each chosen depth keeps its own pace, so that failed probes deeper than a good depth
 do not slow the probes out of plain decoding). A plain step (n = 0) also costs the MTP head's cache row it leaves to write: the
 drafting step after a plain stretch writes them all (the catch-up), and that time is the plain
-steps', per row, not the draft's. The depth never changes the output: the target's tokens are the
-same whatever was drafted.
+steps', per row, not the draft's.
+
+Per-position estimates cannot see acceptance that depends on where a step starts: text that repeats
+a 5-token pattern whose every fifth draft fails accepts all 4 drafts of every depth-4 step once in
+phase with it (a failed draft brings the next step in phase), while shallower steps drift through
+the failing draft and rate depth 4 low. So, while it drafts, the policy now and then runs a trial: a
+few steps at the deepest depth, kept (held) while their measured tokens/s beat what its own choices
+measured, until the estimates, which the held steps raise, choose it themselves. The depth never
+changes the output: the target's tokens are the same whatever was drafted.
 """
 
 from __future__ import annotations
@@ -30,7 +37,20 @@ DEFAULT_AUTO_MAX = 4
 # plain decoding through 100 steps of H100 prose-story (tinycoder q4_k_m) where depth 1 was 1.12x
 # plain: a_1, dragged to 0.34 by four misses in a row, met a probe every 64 steps, too few to recover.
 NEAR_TIE = 0.9
+# A trial or a hold counts as faster than the policy's own steps when its tokens/s are this much higher.
+TRIAL_MARGIN = 1.02
+# A trial starts only where the estimates rate the deepest depth at least this close to the choice.
+# Replaying tinycoder's drafts (#15's replay test): trials whatever the rating left prose-explain at
+# 0.944x its best depth (deep trials on prose); at 0.8 its worst prompt is 0.984x; at 0.9 the
+# 5-token pattern (test_a_depth_in_phase_with_the_text_is_found) found depth 4 in one run of three.
+TRIAL_NEAR = 0.8
 _INF = float("inf")
+
+
+def _rate(tokens_seconds) -> float:
+    """Tokens per second of a (tokens, seconds) pair; 0 before any time was counted."""
+    tokens, seconds = tokens_seconds
+    return tokens / seconds if seconds > 0 else 0.0
 
 
 class DepthPolicy(Protocol):
@@ -123,7 +143,8 @@ class CatchUpCost:
 class AdaptiveDepth:
     def __init__(self, n_max: int = DEFAULT_AUTO_MAX, decay: float = 0.85, cost_window: int = 9,
                  prior_acceptance: float = 0.7, prior_weight: float = 2.0, probe_interval: int = 8,
-                 max_probe_interval: int = 1024, follow_up_probe: int = 2) -> None:
+                 max_probe_interval: int = 1024, follow_up_probe: int = 2, trial_steps: int = 6,
+                 trial_interval: int = 32, max_trial_interval: int = 512) -> None:
         self.n_max = self.max_depth = n_max
         # Acceptance follows the text over ~1 / (1 - decay) drafts. Replaying tinycoder's drafts
         # (both prompt orders, CPU and H100 costs), 0.85 kept every prompt within 5% of its best fixed
@@ -175,6 +196,19 @@ class AdaptiveDepth:
         self._age = 0  # steps since it was derived
         self._costs: list[float] | None = None  # None: rebuild
         self._samples_since_costs = 0
+        # Trials (see the module's text). Replaying tinycoder's int8 q4_k_m drafts under the H100's costs,
+        # py-module (the 5-token pattern) 0.85x the best fixed depth -> 0.95x; over 6 replay settings
+        # (drafts of q8_0 and of q4_k_m with int8 activations; CPU, H100 and H100 int8 costs) the mean of
+        # each setting's worst prompt 0.923 -> 0.946. Trials start only from a drafting choice, so
+        # drafts that never hold (plain decoding chosen) pay for none. Their pace is the policy's: doubled
+        # by each trial that loses, back to `trial_interval` on one that wins, carried over generations
+        # (restarting it with each generation cost the replays 0.94 -> 0.87: deep trials on prose).
+        self.trial_steps, self.trial_interval, self.max_trial_interval = trial_steps, trial_interval, max_trial_interval
+        self._trial_pace, self._since_trial = trial_interval, 0
+        self._trial: list | None = None  # [depth, steps left, tokens, seconds]
+        self._hold: list | None = None  # [depth, decayed tokens, decayed seconds]
+        self._own = [0.0, 0.0]  # decayed tokens and seconds of the policy's own steps (probes included)
+        self._step_kind = "own"  # what chose the step being run: "own", "trial" or "hold"
 
     # -- model
     def _measured_verify(self) -> dict[int, float]:
@@ -280,11 +314,36 @@ class AdaptiveDepth:
         to the next opening probe (one a generation cost tiny-qwen35moe, whose drafts never hold and cost
         2x a plain step, ~3% on 2 CPU threads); one that holds brings them back to every generation."""
         self._probing, self._limit = None, -1
+        self._trial = self._hold = None
         self.probe_intervals[1:] = [self.base_probe_interval] * self.n_max
         self._generations += 1
         self._opening = self._generations >= self.opening_interval
 
     def choose(self, limit: int) -> int:
+        if self._trial is not None:
+            self._step_kind = "trial"
+            return min(self._trial[0], limit)
+        if self._hold is not None:
+            self._step_kind, depth = "hold", min(self._hold[0], limit)
+        else:
+            self._step_kind, depth = "own", self._own_choice(limit)
+        top = min(self.n_max, limit)
+        if not 1 <= depth < top:
+            return depth
+        self._since_trial += 1  # the pace counts drafting steps that a trial could go deeper than
+        if self._probing is None and self._since_trial >= self._trial_pace and self._own[1] > 0 and self._worth_trying(top, depth):
+            self._step_kind, self._since_trial = "trial", 0
+            self._trial = [top, self.trial_steps, 0, 0.0]
+            return top
+        return depth
+
+    def _worth_trying(self, top: int, depth: int) -> bool:
+        """Do the estimates rate depth `top` within TRIAL_NEAR of `depth`?"""
+        rates = self.rates(top, costs=self._step_costs())
+        return rates[top] >= TRIAL_NEAR * rates[depth]
+
+    def _own_choice(self, limit: int) -> int:
+        """The estimates' choice, or now and then a probe one deeper."""
         self._age += 1
         if limit != self._limit or self._age > self.reevaluate_every:
             self._derive(limit)
@@ -328,6 +387,38 @@ class AdaptiveDepth:
         return row + fixed / self.probe_intervals[0]
 
     def observe(self, step: StepRecord) -> None:
+        self._learn(step)
+        tokens, seconds = step.accepted + 1, step.draft_seconds + step.verify_seconds
+        if self._step_kind == "trial":
+            self._after_trial_step(tokens, seconds)
+        elif self._step_kind == "hold":
+            hold = self._hold  # its rate follows its last ~5 steps, the policy's own its last ~10
+            hold[1], hold[2] = 0.8 * hold[1] + tokens, 0.8 * hold[2] + seconds
+            # it ends when its steps fall behind the policy's own, or when the estimates choose this deep
+            if hold[1] * TRIAL_MARGIN < _rate(self._own) * hold[2] or self.best_depth(self.n_max, cached=True) >= hold[0]:
+                self._hold, self._limit = None, -1
+        else:
+            own = self._own
+            own[0], own[1] = 0.9 * own[0] + tokens, 0.9 * own[1] + seconds
+
+    def _after_trial_step(self, tokens: int, seconds: float) -> None:
+        """A trial's step counted; after its last, a trial faster than the steps it would replace (the
+        hold's, holding, else the policy's own) is held, and the pace of trials follows the outcome."""
+        trial = self._trial
+        trial[1] -= 1
+        trial[2] += tokens
+        trial[3] += seconds
+        if trial[1] > 0:
+            return
+        self._trial, self._limit = None, -1
+        before = _rate(self._hold[1:]) if self._hold is not None else _rate(self._own)
+        if trial[2] > TRIAL_MARGIN * before * trial[3]:
+            self._hold, self._trial_pace = [trial[0], float(trial[2]), trial[3]], self.trial_interval
+        else:
+            self._trial_pace = min(2 * self._trial_pace, self.max_trial_interval)
+
+    def _learn(self, step: StepRecord) -> None:
+        """Acceptance and cost estimates, and the probes' pace, from a finished step."""
         n = len(step.draft)
         if not n and self._probing is None and 1 in self._verify_estimates:
             # a plain step, after the first: its cost is all there is to learn (the common case when
