@@ -209,6 +209,7 @@ class AdaptiveDepth:
         self._hold: list | None = None  # [depth, decayed tokens, decayed seconds]
         self._own = [0.0, 0.0]  # decayed tokens and seconds of the policy's own steps (probes included)
         self._step_kind = "own"  # what chose the step being run: "own", "trial" or "hold"
+        self.trials_won = self.trials_lost = 0
 
     # -- model
     def _measured_verify(self) -> dict[int, float]:
@@ -414,8 +415,10 @@ class AdaptiveDepth:
         before = _rate(self._hold[1:]) if self._hold is not None else _rate(self._own)
         if trial[2] > TRIAL_MARGIN * before * trial[3]:
             self._hold, self._trial_pace = [trial[0], float(trial[2]), trial[3]], self.trial_interval
+            self.trials_won += 1
         else:
             self._trial_pace = min(2 * self._trial_pace, self.max_trial_interval)
+            self.trials_lost += 1
 
     def _learn(self, step: StepRecord) -> None:
         """Acceptance and cost estimates, and the probes' pace, from a finished step."""
@@ -511,4 +514,7 @@ class AdaptiveDepth:
             "catch_up_seconds_per_row": self.row_cost,
             "verify_seconds": self.verify_cost,
             "predicted_speedup": self.predicted_speedup(),
+            "trials_won": self.trials_won,
+            "trials_lost": self.trials_lost,
+            "holding_depth": self._hold[0] if self._hold is not None else None,
         }

@@ -27,10 +27,13 @@ def _simulate(policy: AdaptiveDepth, acceptance, steps: int, rng: random.Random,
 
 def test_no_acceptance_means_plain_decoding():
     chosen: list[int] = []
-    _simulate(AdaptiveDepth(), lambda i: 0.0, 200, random.Random(0), chosen)
+    policy = AdaptiveDepth()
+    _simulate(policy, lambda i: 0.0, 200, random.Random(0), chosen)
     tail = chosen[50:]
     assert tail.count(0) / len(tail) > 0.95  # only rare probes draft
     assert max(tail) <= 1
+    est = policy.estimates()  # trials go deeper only from a drafting choice: none here
+    assert (est["trials_won"], est["trials_lost"], est["holding_depth"]) == (0, 0, None)
 
 
 def test_full_acceptance_means_the_deepest_depth():
@@ -316,6 +319,7 @@ def test_a_depth_in_phase_with_the_text_is_found():
     for _ in range(3):
         policy.begin()
         assert _replay(matches, policy.choose, policy.observe, shape=H100_Q8_SHAPE) >= 0.9 * best
+    assert policy.estimates()["trials_won"] >= 1
 
 
 @needs_fixtures
