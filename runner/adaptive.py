@@ -47,10 +47,31 @@ TRIAL_NEAR = 0.8
 _INF = float("inf")
 
 
-def _rate(tokens_seconds) -> float:
-    """Tokens per second of a (tokens, seconds) pair; 0 before any time was counted."""
-    tokens, seconds = tokens_seconds
-    return tokens / seconds if seconds > 0 else 0.0
+class _Rate:
+    """Tokens per second over steps, each step weighing `decay` times the one after it (1: a plain sum)."""
+
+    __slots__ = ("decay", "tokens", "seconds")
+
+    def __init__(self, decay: float, tokens: float = 0.0, seconds: float = 0.0) -> None:
+        self.decay, self.tokens, self.seconds = decay, tokens, seconds
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.tokens = self.decay * self.tokens + tokens
+        self.seconds = self.decay * self.seconds + seconds
+
+    @property
+    def value(self) -> float:
+        """0 before any time was counted."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Stretch:
+    """Steps run at one depth other than the estimates' choice (a trial, a hold), and their rate."""
+
+    __slots__ = ("depth", "steps_left", "rate")
+
+    def __init__(self, depth: int, steps_left: int, rate: _Rate) -> None:
+        self.depth, self.steps_left, self.rate = depth, steps_left, rate
 
 
 class DepthPolicy(Protocol):
@@ -205,9 +226,9 @@ class AdaptiveDepth:
         # (restarting it with each generation cost the replays 0.94 -> 0.87: deep trials on prose).
         self.trial_steps, self.trial_interval, self.max_trial_interval = trial_steps, trial_interval, max_trial_interval
         self._trial_pace, self._since_trial = trial_interval, 0
-        self._trial: list | None = None  # [depth, steps left, tokens, seconds]
-        self._hold: list | None = None  # [depth, decayed tokens, decayed seconds]
-        self._own = [0.0, 0.0]  # decayed tokens and seconds of the policy's own steps (probes included)
+        self._trial: _Stretch | None = None  # its rate: the sum over its steps
+        self._hold: _Stretch | None = None  # its rate follows its last ~5 steps
+        self._own = _Rate(0.9)  # the policy's own steps (probes included), its last ~10
         self._step_kind = "own"  # what chose the step being run: "own", "trial" or "hold"
         self.trials_won = self.trials_lost = 0
 
@@ -323,18 +344,18 @@ class AdaptiveDepth:
     def choose(self, limit: int) -> int:
         if self._trial is not None:
             self._step_kind = "trial"
-            return min(self._trial[0], limit)
+            return min(self._trial.depth, limit)
         if self._hold is not None:
-            self._step_kind, depth = "hold", min(self._hold[0], limit)
+            self._step_kind, depth = "hold", min(self._hold.depth, limit)
         else:
             self._step_kind, depth = "own", self._own_choice(limit)
         top = min(self.n_max, limit)
         if not 1 <= depth < top:
             return depth
         self._since_trial += 1  # the pace counts drafting steps that a trial could go deeper than
-        if self._probing is None and self._since_trial >= self._trial_pace and self._own[1] > 0 and self._worth_trying(top, depth):
+        if self._probing is None and self._since_trial >= self._trial_pace and self._own.seconds > 0 and self._worth_trying(top, depth):
             self._step_kind, self._since_trial = "trial", 0
-            self._trial = [top, self.trial_steps, 0, 0.0]
+            self._trial = _Stretch(top, self.trial_steps, _Rate(1.0))
             return top
         return depth
 
@@ -393,28 +414,27 @@ class AdaptiveDepth:
         if self._step_kind == "trial":
             self._after_trial_step(tokens, seconds)
         elif self._step_kind == "hold":
-            hold = self._hold  # its rate follows its last ~5 steps, the policy's own its last ~10
-            hold[1], hold[2] = 0.8 * hold[1] + tokens, 0.8 * hold[2] + seconds
+            hold = self._hold
+            hold.rate.add(tokens, seconds)
             # it ends when its steps fall behind the policy's own, or when the estimates choose this deep
-            if hold[1] * TRIAL_MARGIN < _rate(self._own) * hold[2] or self.best_depth(self.n_max, cached=True) >= hold[0]:
+            if hold.rate.value * TRIAL_MARGIN < self._own.value or self.best_depth(self.n_max, cached=True) >= hold.depth:
                 self._hold, self._limit = None, -1
         else:
-            own = self._own
-            own[0], own[1] = 0.9 * own[0] + tokens, 0.9 * own[1] + seconds
+            self._own.add(tokens, seconds)
 
     def _after_trial_step(self, tokens: int, seconds: float) -> None:
         """A trial's step counted; after its last, a trial faster than the steps it would replace (the
         hold's, holding, else the policy's own) is held, and the pace of trials follows the outcome."""
         trial = self._trial
-        trial[1] -= 1
-        trial[2] += tokens
-        trial[3] += seconds
-        if trial[1] > 0:
+        trial.steps_left -= 1
+        trial.rate.add(tokens, seconds)
+        if trial.steps_left > 0:
             return
         self._trial, self._limit = None, -1
-        before = _rate(self._hold[1:]) if self._hold is not None else _rate(self._own)
-        if trial[2] > TRIAL_MARGIN * before * trial[3]:
-            self._hold, self._trial_pace = [trial[0], float(trial[2]), trial[3]], self.trial_interval
+        before = (self._hold.rate if self._hold is not None else self._own).value
+        if trial.rate.value > TRIAL_MARGIN * before:
+            self._hold = _Stretch(trial.depth, 0, _Rate(0.8, trial.rate.tokens, trial.rate.seconds))
+            self._trial_pace = self.trial_interval
             self.trials_won += 1
         else:
             self._trial_pace = min(2 * self._trial_pace, self.max_trial_interval)
@@ -516,5 +536,5 @@ class AdaptiveDepth:
             "predicted_speedup": self.predicted_speedup(),
             "trials_won": self.trials_won,
             "trials_lost": self.trials_lost,
-            "holding_depth": self._hold[0] if self._hold is not None else None,
+            "holding_depth": self._hold.depth if self._hold is not None else None,
         }
