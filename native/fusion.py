@@ -14,6 +14,10 @@ The rewritten list keeps every node's index; ops of this pass (native/arena.py p
 - "chain": element-wise ops in a row, attrs.steps ((op, input slot or -1, factor), ...) from
   ("load", 0, 0); a binary op (add, mul) with none to join is a chain of its own.
 - ssm_conv with attrs.silu: the silu that followed it, whose node becomes a view of it.
+- delta_net with attrs.offsets: its q, k and v slices of one tensor's rows (inputs: that tensor, g,
+  beta; attrs stride, n_k), q and k l2-normed in its kernel (attrs.eps): the norms, and the copies
+  of multi-row slices, are not launched. attrs.gates: its g and beta as chains' steps over its inputs
+  after the first one or three (the element-wise ops that only it reads, absorbed).
 - matmul with attrs.with: the later products of the same input whose launch it is as well (the
   backend's `product_kind` the same, e.g. q, k and v, gate and up): those become "side" nodes, and
   the arena places their buffers when it places this one.
@@ -58,13 +62,19 @@ def fuse(graph: Graph, product_kind: Callable[[Node, Node], str | None] | None =
     if product_kind is not None:
         _merge_products(nodes, src, product_kind)
     for i, nd in enumerate(graph.nodes):
-        if nd.op in ("rms_norm", "l2_norm") and nd.shape[-1] <= NORM_MAX:
+        if nd.op == "delta_net":
+            _delta_net_reads(nodes, i, src, only_reader)
+    for i, nd in enumerate(graph.nodes):
+        if nd.op in ("rms_norm", "l2_norm") and nodes[i].op == nd.op and nd.shape[-1] <= NORM_MAX:
             _norm(nodes, i, src, readers, kept, only_reader)
     for i in range(len(nodes)):
         if nodes[i].op in ELEMENTWISE:
             _chain(nodes, i, only_reader)
         elif nodes[i].op == "slice" and math.prod(nodes[i].shape[:-1]) == 1 and i not in kept:
             nodes[i] = Node("view", nodes[i].inputs, nodes[i].shape, {"offset": nodes[i].attrs["start"]})
+    for i, nd in enumerate(graph.nodes):
+        if nd.op == "delta_net":
+            _delta_net_gates(nodes, i, only_reader)
     for i, nd in enumerate(nodes):
         if nd.op == "reshape" and nodes[nd.inputs[0]].op == "absorbed":  # read only by the absorber
             nodes[i] = Node("absorbed", (), nd.shape)
@@ -100,6 +110,46 @@ def _conv_silu(nodes: list[Node], only_reader) -> None:
         if u is not None and nodes[u].op == "silu" and nodes[u].inputs == (i,):
             nodes[i] = Node(nd.op, nd.inputs, nd.shape, {**nd.attrs, "silu": True})
             nodes[u] = Node("view", (i,), nodes[u].shape, {"offset": 0})
+
+
+def _delta_net_reads(nodes: list[Node], i: int, src: list[int], only_reader) -> None:
+    """delta_net node i reading q = l2_norm(slice), k = l2_norm(slice), v = slice, slices of one
+    tensor's rows that nothing else reads, takes that tensor in their place (see the module's text)."""
+    nd = nodes[i]
+    q, k, v = (src[s] for s in nd.inputs[:3])
+    norms = (nodes[q], nodes[k])
+    if any(m.op != "l2_norm" or len(m.inputs) != 1 or m.shape[-1] != nd.shape[-1] for m in norms) or \
+            norms[0].attrs["eps"] != norms[1].attrs["eps"]:
+        return
+    slices = [src[m.inputs[0]] for m in norms] + [v]
+    if not all(nodes[s].op == "slice" and only_reader(s) == r for s, r in zip(slices, (q, k, i))) or \
+            only_reader(q) != i or only_reader(k) != i or len({src[nodes[s].inputs[0]] for s in slices}) != 1:
+        return
+    x = nodes[slices[0]].inputs[0]
+    attrs = {**nd.attrs, "offsets": tuple(nodes[s].attrs["start"] for s in slices), "stride": nodes[x].shape[-1],
+             "n_k": norms[0].shape[1], "eps": norms[0].attrs["eps"]}
+    nodes[i] = Node("delta_net", (x, *nd.inputs[3:]), nd.shape, attrs)
+    for a in (q, k, *slices):
+        nodes[a] = Node("absorbed", (), nodes[a].shape)
+
+
+def _delta_net_gates(nodes: list[Node], i: int, only_reader) -> None:
+    """delta_net node i's g and beta: the chains (or lone element-wise ops) that only it reads become
+    steps of its attrs.gates, their operands its inputs; others a load of their own."""
+    nd = nodes[i]
+    head, gates, inputs = list(nd.inputs[:-2]), [], []
+    for p in nd.inputs[-2:]:
+        pn = nodes[p]
+        if (pn.op == "chain" or pn.op in ELEMENTWISE) and only_reader(p) == i and pn.shape == nd.shape[:2]:
+            operands, steps = (list(pn.inputs), list(pn.attrs["steps"])) if pn.op == "chain" else _as_chain(pn)
+            nodes[p] = Node("absorbed", (), pn.shape)
+        else:
+            operands, steps = [p], [("load", 0, 0.0)]
+        first = len(head) + len(inputs)
+        gates.append(tuple((op, first + slot if slot >= 0 else slot, factor) for op, slot, factor in steps))
+        inputs += operands
+    if any(len(steps) > 1 for steps in gates):
+        nodes[i] = Node("delta_net", (*head, *inputs), nd.shape, {**nd.attrs, "gates": tuple(gates)})
 
 
 def _norm(nodes: list[Node], i: int, src: list[int], readers: list[list[int]], kept: set[int], only_reader) -> None:

@@ -146,6 +146,7 @@ class _Recurrent:
     m: int
     committed: int = 0
     last_n: int = 0
+    transposed: bool = False  # a DeltaNet state the device keeps column after column (read_state turns it back)
 
 
 @dataclass
@@ -160,6 +161,22 @@ class _Chain(Structure):
 
     _fields_ = [("inp", c_uint64 * CHAIN_STEPS), ("st", (c_int64 * 4) * CHAIN_STEPS), ("op", c_int32 * CHAIN_STEPS),
                 ("factor", c_float * CHAIN_STEPS), ("flat", c_int32)]
+
+
+def _chain(steps, args: Sequence[int], shapes: Sequence[tuple[int, ...]], shape4: tuple[int, ...]) -> _Chain:
+    """The Chain of fusion.py's `steps` over operands `args` (device addresses) of `shapes`, for an
+    output of 4-D shape `shape4`."""
+    ch = _Chain()
+    ch.op[:] = [-1] * CHAIN_STEPS
+    for j, (op, slot, factor) in enumerate(steps):
+        if j:
+            ch.op[j] = _UNARY[op] if op in _UNARY else _CHAIN_BINARY + _BINARY[op]
+            ch.factor[j] = factor
+        if slot >= 0:
+            ch.inp[j] = args[slot]
+            ch.st[j][:] = broadcast_strides(shapes[slot], shape4)
+    ch.flat = all(math.prod(shapes[slot]) == math.prod(shape4) for _, slot, _ in steps if slot >= 0)
+    return ch
 
 
 class _Product(Structure):
@@ -333,7 +350,9 @@ class GpuBackend:
             kv = self._kv[name]
             return tuple(self._dev.download(np.empty(kv.spec.shape, F32), b.ptr) for b in (kv.k, kv.v))
         rec = self._rec[name]
-        return (self._dev.download(np.empty(rec.spec.shape, F32), rec.buf.ptr + 4 * rec.size * rec.committed),)
+        shape = (*rec.spec.shape[:-2], rec.spec.shape[-1], rec.spec.shape[-2]) if rec.transposed else rec.spec.shape
+        state = self._dev.download(np.empty(shape, F32), rec.buf.ptr + 4 * rec.size * rec.committed)
+        return (np.ascontiguousarray(state.swapaxes(-1, -2)) if rec.transposed else state,)
 
     # -- contract: execution
     def run(self, graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -596,14 +615,18 @@ class GpuBackend:
     def _emit_norm(self, c, nd, out, args, shapes) -> None:
         """fusion.py's norm: rms_norm / l2_norm with the launches it took over, one row a workgroup."""
         a = dict(zip(nd.attrs["roles"], args))
-        d = nd.shape[-1]
-        block, xq, xd, planes = self._fused_q8(c, nd, d if len(nd.shape) == 2 else 0)
+        d, k = nd.shape[-1], math.prod(nd.shape[1:])  # a row's values, a token's
+        # int8 rows of a token's values: of its one row, or of its heads' rows where a workgroup (256
+        # threads) holds whole int8 blocks of them (norm_fused's `packed`)
+        block, xq, xd, planes = self._fused_q8(c, nd, k if k == d or (d % 32 == 0 and 256 % d == 0) else 0)
+        packed = max(1, block // d) if planes else 1
         threads = self._norm_threads(d)
         values = next(v for v in NORM_VALUES if threads * v >= d)  # per thread: the fewest registers that hold a row
-        self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d, 1), threads,
+        self._launch(c, f"norm_fused_{block}_{values}", (math.prod(nd.shape) // d // packed, 1), threads,
                      [_p(a["x"] + 4 * nd.attrs["offset"]), _l(nd.attrs["per"]), _l(nd.attrs["stride"]), *(_p(a.get(r, 0)) for r in ("b", "sum", "w", "gate")),
                       _p(out), _p(xq), _p(xd), _i(planes), _i(d), c_float(nd.attrs["eps"]), _i(nd.attrs["l2"]),
-                      _i("w" in a and c.nodes[nd.inputs[nd.attrs["roles"].index("w")]].op == "weight")])  # w read before the wait
+                      _i("w" in a and c.nodes[nd.inputs[nd.attrs["roles"].index("w")]].op == "weight"),  # w read before the wait
+                      _i(packed), _i(k)])
 
     def _emit_rms_norm(self, c, nd, out, args, shapes) -> None:
         self._norm(c, nd, out, args, shapes, 0)
@@ -632,17 +655,8 @@ class GpuBackend:
         """fusion.py's chain of element-wise ops, one thread per output element."""
         shape4 = (1,) * (4 - len(nd.shape)) + tuple(nd.shape)
         total = math.prod(shape4)
-        ch = _Chain()
-        ch.op[:] = [-1] * CHAIN_STEPS
-        for j, (op, slot, factor) in enumerate(nd.attrs["steps"]):
-            if j:
-                ch.op[j] = _UNARY[op] if op in _UNARY else _CHAIN_BINARY + _BINARY[op]
-                ch.factor[j] = factor
-            if slot >= 0:
-                ch.inp[j] = args[slot]
-                ch.st[j][:] = broadcast_strides(shapes[slot], shape4)
-        ch.flat = all(math.prod(shapes[slot]) == total for _, slot, _ in nd.attrs["steps"] if slot >= 0)
-        self._launch(c, "chain", self._grid(total), 256, [ch, _p(out), _l(total), _l(shape4[1]), _l(shape4[2]), _l(shape4[3])])
+        self._launch(c, "chain", self._grid(total), 256, [_chain(nd.attrs["steps"], args, shapes, shape4), _p(out), _l(total),
+                                                           _l(shape4[1]), _l(shape4[2]), _l(shape4[3])])
 
     def _unary(self, c, nd, out, args, op: str) -> None:
         total = int(np.prod(nd.shape, dtype=np.int64))
@@ -763,15 +777,29 @@ class GpuBackend:
 
     def _emit_delta_net(self, c, nd, out, args, shapes) -> None:
         n, n_v, dim = nd.shape
-        n_k = shapes[0][1]
-        if dim not in DELTA_DIMS or shapes[0][2] != dim:
+        # fusion.py's: q, k and v slices of rows of one input, q and k l2-normed in the kernel; g and beta
+        # chains of element-wise ops over the inputs after (each, where not fused, a load of its own)
+        gates = nd.attrs.get("gates", (((("load", len(args) - 2, 0.0),), (("load", len(args) - 1, 0.0),))))
+        if "offsets" in nd.attrs:
+            q, k, v = (args[0] + 4 * o for o in nd.attrs["offsets"])
+            n_k, qk_stride, v_stride, l2 = nd.attrs["n_k"], nd.attrs["stride"], nd.attrs["stride"], 1
+        else:
+            q, k, v = args[:3]
+            n_k, qk_stride, v_stride, l2 = shapes[0][1], shapes[0][1] * dim, n_v * dim, 0
+        if dim not in DELTA_DIMS or (not l2 and shapes[0][2] != dim):
             raise MtprunError(f"graph {c.graph.name}: delta_net with state size {dim} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (n_v, dim, dim))
         lanes = getattr(self._dev, "delta_net_lanes", 1)  # threads sharing a state column (one, unless the device says)
+        rec.transposed = getattr(self._dev, "delta_net_transposed", False)
+        strided = getattr(self._dev, "delta_net_strided", False)  # its kernel takes row strides and l2 (CUDA's)
         block = min(128, dim * lanes)
+        if strided:
+            head = [_chain(steps, args, shapes, (1, 1, n, n_v)) for steps in gates] + [_p(a) for a in (q, k, v)]
+            tail = [_l(qk_stride), _l(v_stride), _i(l2), c_float(nd.attrs.get("eps", 0.0))]
+        else:
+            head, tail = [_p(a) for a in args], []
         self._launch(c, f"delta_net_{dim}", (n_v, dim * lanes // block), block,
-                     [*(_p(a) for a in args), _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n),
-                      _i(rec.m), _i(n), _i(n_k), _i(n_v)])
+                     [*head, _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n), _i(rec.m), _i(n), _i(n_k), _i(n_v), *tail])
 
     def _emit_moe(self, c, nd, out, args, shapes) -> None:
         x, router, up, gate, down = args

@@ -61,6 +61,8 @@ class FusedNumpy(NumpyBackend):
                 put(i, self._norm(nd, dict(zip(nd.attrs["roles"], args)), nd.inputs, put))
             elif nd.op == "chain":
                 put(i, self._chain(nd, args))
+            elif nd.op == "delta_net" and ("offsets" in nd.attrs or "gates" in nd.attrs):
+                put(i, self._fused_delta_net(nd, args))
             else:
                 put(i, self._ops[nd.op](nd, *args))
                 if nd.op == "ssm_conv" and nd.attrs.get("silu"):
@@ -84,8 +86,25 @@ class FusedNumpy(NumpyBackend):
         y = self._op_l2_norm(nd, x) if a["l2"] else self._op_rms_norm(nd, x, args.get("w"))
         return y * self._op_silu(nd, args["gate"]) if "gate" in args else y
 
+    def _fused_delta_net(self, nd: Node, args: list[np.ndarray]) -> np.ndarray:
+        """fusion.py's delta_net: of slices of one input's rows, q and k l2-normed (attrs.offsets), and g
+        and beta chains over the inputs after (attrs.gates)."""
+        n, n_v, dim = nd.shape
+        if "offsets" in nd.attrs:
+            x = args[0].reshape(n, nd.attrs["stride"])
+            heads = (nd.attrs["n_k"], nd.attrs["n_k"], n_v)
+            q, k, v = (x[:, o : o + h * dim].reshape(n, h, dim) for o, h in zip(nd.attrs["offsets"], heads))
+            q, k = (self._op_l2_norm(nd, a) for a in (q, k))
+        else:
+            q, k, v = args[:3]
+        if "gates" in nd.attrs:
+            g, beta = (self._chain(Node("chain", (), (n, n_v), {"steps": steps}), args) for steps in nd.attrs["gates"])
+        else:
+            g, beta = args[-2:]
+        return self._op_delta_net(nd, q, k, v, g, beta)
+
     def _chain(self, nd: Node, args: list[np.ndarray]) -> np.ndarray:
-        v = args[0]
+        v = args[nd.attrs["steps"][0][1]]
         for op, slot, factor in nd.attrs["steps"][1:]:
             if slot >= 0:
                 v = self._ops[op](nd, v, args[slot])
@@ -134,6 +153,10 @@ def test_fused_nodes_compute_the_unfused_graph(name, merge):
         assert launches < sum(nd.op not in NO_LAUNCH for nd in graph.nodes), graph.name
         assert {"norm", "chain"} <= {nd.op for nd in nodes}, graph.name
         assert not {"add", "mul"} & {nd.op for nd in nodes}, graph.name  # binary ops run as chains
+        # DeltaNet reads q, k and v from the conv's rows and l2-norms q and k itself
+        # and computes its g and beta from the products' rows
+        assert all({"offsets", "gates"} <= nodes[i].attrs.keys() for i, nd in enumerate(graph.nodes) if nd.op == "delta_net"), graph.name
+        assert "l2_norm" not in {nd.op for nd in nodes} and all(nd.attrs.get("l2") is not True for nd in nodes), graph.name
         merged = [j for nd in nodes for j in nd.attrs.get("with", ())]
         assert bool(merged) == (merge is not None), graph.name
         assert all(nodes[j].op == "side" for j in merged)

@@ -59,25 +59,29 @@ struct Chain {
     int flat;                      // every operand has the output's shape: read at the output's index
 };
 
+// The chain's value at output index idx of a 4-D output shape (n0, n1, n2, n3).
+__device__ __forceinline__ float chain_at(const Chain& c, i64 idx, i64 n1, i64 n2, i64 n3) {
+    i64 i0 = 0, i1 = 0, i2 = 0, i3 = idx;
+    if (!c.flat) {
+        const i64 t2 = idx / n3, t1 = t2 / n2;
+        i3 = idx % n3, i2 = t2 % n2, i1 = t1 % n1, i0 = t1 / n1;
+    }
+    float y[CHAIN_STEPS];  // every operand loaded before any op: the loads in flight together
+#pragma unroll
+    for (int j = 0; j < CHAIN_STEPS; j++)  // unrolled: the parameters are read at fixed offsets
+        if (j == 0 || c.op[j] >= CHAIN_BINARY)
+            y[j] = c.in[j][c.flat ? idx : i0 * c.st[j][0] + i1 * c.st[j][1] + i2 * c.st[j][2] + i3 * c.st[j][3]];
+    float v = y[0];
+#pragma unroll
+    for (int j = 1; j < CHAIN_STEPS; j++) {
+        const int op = c.op[j];
+        if (op >= 0) v = op >= CHAIN_BINARY ? binary_f(op - CHAIN_BINARY, v, y[j]) : unary_f(op, v, c.factor[j]);
+    }
+    return v;
+}
+
 extern "C" __global__ void chain(const Chain c, float* o, i64 total, i64 n1, i64 n2, i64 n3) {
     begin_kernel();
-    for (i64 idx = blockIdx.x * (i64)blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x) {
-        i64 i0 = 0, i1 = 0, i2 = 0, i3 = idx;
-        if (!c.flat) {
-            const i64 t2 = idx / n3, t1 = t2 / n2;
-            i3 = idx % n3, i2 = t2 % n2, i1 = t1 % n1, i0 = t1 / n1;
-        }
-        float y[CHAIN_STEPS];  // every operand loaded before any op: the loads in flight together
-#pragma unroll
-        for (int j = 0; j < CHAIN_STEPS; j++)  // unrolled: the parameters are read at fixed offsets
-            if (j == 0 || c.op[j] >= CHAIN_BINARY)
-                y[j] = c.in[j][c.flat ? idx : i0 * c.st[j][0] + i1 * c.st[j][1] + i2 * c.st[j][2] + i3 * c.st[j][3]];
-        float v = y[0];
-#pragma unroll
-        for (int j = 1; j < CHAIN_STEPS; j++) {
-            const int op = c.op[j];
-            if (op >= 0) v = op >= CHAIN_BINARY ? binary_f(op - CHAIN_BINARY, v, y[j]) : unary_f(op, v, c.factor[j]);
-        }
-        o[idx] = v;
-    }
+    for (i64 idx = blockIdx.x * (i64)blockDim.x + threadIdx.x; idx < total; idx += (i64)gridDim.x * blockDim.x)
+        o[idx] = chain_at(c, idx, n1, n2, n3);
 }

@@ -8,14 +8,16 @@
 
 #define NORM_MAX_THREADS 1024
 
-// The block's total of the threads' s, in the order above, as the row's scale.
-__device__ __forceinline__ float norm_scale(double s, int d, float eps, int l2) {
+// The block's total of the threads' s, in the order above, as the row's scale. A block of `packed`
+// rows (each of d values, a multiple of 32, a thread each): row `sub`'s total from its warps' sums
+// alone, the same as its own block's (whose other warps add zeros).
+__device__ __forceinline__ float norm_scale(double s, int d, float eps, int l2, int packed = 1, int sub = 0) {
     __shared__ double part[NORM_MAX_THREADS / 32];
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warps = packed > 1 ? d / 32 : (int)(blockDim.x >> 5);
     s = warp_sum(s);
     if (lane == 0) part[threadIdx.x >> 5] = s;
     __syncthreads();
-    const double total = warp_sum(lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0);
+    const double total = warp_sum(lane < warps ? part[sub * warps + lane] : 0.0);
     return (float)(1.0 / sqrt((l2 ? total : total / d) + (double)eps));
 }
 
@@ -36,13 +38,17 @@ extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_rows(const f
 // the same order, the row held in registers: x = a + b (the residual add before it; the sum also
 // written to `sum` where the graph reads it), or row r of a slice at a + (r / per) * stride +
 // (r % per) * d; after the scale and the weight, y *= silu(gate); then the int8 rows of the product
-// that follows (q, qd: B-value blocks, activations.cu) quantized from y. Null pointers: not done.
-// NV: a thread's values, rows up to T * NV (gpu.py picks the least that holds a row).
+// that follows (q, qd: B-value blocks, activations.cu) quantized from y, as rows of k values (d, or
+// a token's rows of d when the norm's rows are heads). Null pointers: not done.
+// NV: a thread's values, rows up to T * NV (gpu.py picks the least that holds a row). packed > 1:
+// rows shorter than a B-value block, `packed` = T / d = B / d of them a block, so that one block
+// quantizes a whole int8 block (NV 1).
 template <int B, int NV>
 __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, const float* b, float* sum, const float* w,
                                            const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2,
-                                           int w_early) {
-    const int T = blockDim.x, r = blockIdx.x;
+                                           int w_early, int packed, int k) {
+    const int T = packed > 1 ? d : blockDim.x;  // threads a row
+    const int sub = threadIdx.x / T, tid = threadIdx.x % T, r = blockIdx.x * packed + sub;
     const float* xr = a + (r / per) * stride + (r % per) * d;
     const i64 row = (i64)r * d;
     // Every load before any store, so that the loads are in flight together (a store between them
@@ -52,14 +58,14 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
     auto load_w = [&] {
 #pragma unroll
         for (int i = 0; i < NV; i++)
-            if (threadIdx.x + i * T < d) wv[i] = w[threadIdx.x + i * T];
+            if (tid + i * T < d) wv[i] = w[tid + i * T];
     };
     if (w && w_early) load_w();
     wait_previous();
     if (w && !w_early) load_w();
 #pragma unroll
     for (int i = 0; i < NV; i++) {
-        const int e = threadIdx.x + i * T;
+        const int e = tid + i * T;
         if (e < d) {
             v[i] = b ? xr[e] + b[row + e] : xr[e];
             if (gate) gv[i] = gate[row + e];
@@ -68,18 +74,18 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
     double s = 0.0;
 #pragma unroll
     for (int i = 0; i < NV; i++)
-        if (threadIdx.x + i * T < d) s += (double)v[i] * (double)v[i];
+        if (tid + i * T < d) s += (double)v[i] * (double)v[i];
     if (sum) {
 #pragma unroll
         for (int i = 0; i < NV; i++) {
-            const int e = threadIdx.x + i * T;
+            const int e = tid + i * T;
             if (e < d) sum[row + e] = v[i];
         }
     }
-    const float scale = norm_scale(s, d, eps, l2);
+    const float scale = norm_scale(s, d, eps, l2, packed, sub);
 #pragma unroll
     for (int i = 0; i < NV; i++) {
-        const int e = threadIdx.x + i * T;
+        const int e = tid + i * T;
         if (e < d) {
             float y = v[i] * scale;
             if (w) y = y * wv[i];
@@ -97,7 +103,7 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
 #pragma unroll
             for (int i = 0; i < NV; i++) {
                 if (i * T >= d) break;  // the same for the whole block
-                amax[i] = threadIdx.x + i * T < d ? fabsf(v[i]) : 0.0f;
+                amax[i] = tid + i * T < d ? fabsf(v[i]) : 0.0f;
 #pragma unroll
                 for (int o2 = 16; o2 > 0; o2 >>= 1) amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], o2));
                 if (BW > 1 && lane == 0) wmax[i][warp] = amax[i];
@@ -111,13 +117,13 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
                 }
                 __syncthreads();  // wmax is read before the next plane writes it
             }
-            const i64 qrow = (i64)r * planes + p;
 #pragma unroll
             for (int i = 0; i < NV; i++) {
-                const int e = threadIdx.x + i * T;
+                const int e = tid + i * T;
                 if (e < d) {
-                    q[qrow * d + e] = q8_value(v[i], amax[i]);
-                    if (e % B == 0) qd[qrow * (d / B) + e / B] = amax[i] / 127.0f;
+                    const i64 at = row + e, qrow = at / k * planes + p, pos = at % k;  // token, place in its row
+                    q[qrow * k + pos] = q8_value(v[i], amax[i]);
+                    if (pos % B == 0) qd[qrow * (k / B) + pos / B] = amax[i] / 127.0f;
                 }
             }
         }
@@ -127,9 +133,9 @@ __device__ __forceinline__ void norm_fused(const float* a, i64 per, i64 stride, 
 #define NORM_FUSED(B, NV)                                                                                      \
     extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) norm_fused_##B##_##NV(const float* a, i64 per, i64 stride, const float* b, \
             float* sum, const float* w, const float* gate, float* o, i8* q, float* qd, int planes, int d, float eps, int l2,         \
-            int w_early) {                                                                                                         \
+            int w_early, int packed, int k) {                                                                                      \
         allow_next();                                                                                                          \
-        norm_fused<B, NV>(a, per, stride, b, sum, w, gate, o, q, qd, planes, d, eps, l2, w_early);             \
+        norm_fused<B, NV>(a, per, stride, b, sum, w, gate, o, q, qd, planes, d, eps, l2, w_early, packed, k);                  \
     }
 #define NORM_FUSED_NV(B) NORM_FUSED(B, 1) NORM_FUSED(B, 2) NORM_FUSED(B, 4) NORM_FUSED(B, 6) NORM_FUSED(B, 8)
 NORM_FUSED_NV(32)
