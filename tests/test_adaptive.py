@@ -242,6 +242,38 @@ def test_probes_that_fail_before_their_new_position_do_not_back_off():
     assert probes >= 200 // pace - 1 and policy.probe_intervals[1] == pace
 
 
+def test_plain_stretches_choose_as_deciding_every_step():
+    """Plain steps that nothing can turn into a probe or a new choice run as a stretch, chosen and
+    learned from without deciding (a cost of every step at 0% acceptance): the depths are those of
+    a policy deciding every step, through generations, limits shrinking at their ends, acceptance
+    moving and jittered costs."""
+
+    class EveryStep(AdaptiveDepth):
+        def _own_choice(self, limit: int) -> int:
+            best = super()._own_choice(limit)
+            self._end_plain_stretch()
+            return best
+
+    runs, stretched = [], 0
+    for policy in (AdaptiveDepth(n_max=4), EveryStep(n_max=4)):
+        rng, chosen = random.Random(11), []
+        for g in range(12):
+            policy.begin()
+            acceptance = (0.0, 0.6, 0.05, 0.9)[g % 4]
+            for left in range(150, 0, -1):
+                depth = policy.choose(min(7, left - 1))
+                chosen.append(depth)
+                stretched += policy._plain_step
+                accepted = 0
+                while accepted < depth and rng.random() < acceptance:
+                    accepted += 1
+                policy.observe(StepRecord([0] * depth, accepted, [0] * (accepted + 1), draft_seconds=0.1 * depth * rng.uniform(0.9, 1.2),
+                                          verify_seconds=(1.0 + 0.05 * depth) * rng.uniform(0.9, 1.3)))
+        runs.append(chosen)
+    assert runs[0] == runs[1]
+    assert stretched > 500 and 0 < runs[0].count(0) < len(runs[0])
+
+
 def test_a_near_tie_keeps_probing_at_the_base_pace():
     """Depth 1 at half its drafts accepted rates ~0.97x plain decoding (a draft call costs half a
     verify): plain is chosen, but probes out of it keep the base pace however far an earlier
