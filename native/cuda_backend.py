@@ -33,8 +33,9 @@ class CudaDevice:
     device_seconds = None  # steps are not timed on the device
     mm_rows = 16  # weight rows per matmul block: MM_ROWS in kernels/matmul.cu
     delta_net_lanes = 8  # threads per DeltaNet state column: DN_LANES in kernels/recurrent.cu
-    delta_net_transposed = True  # its states are stored column after column (kernels/recurrent.cu)
-    delta_net_strided = True  # its delta_net reads q, k, v through row strides, and l2-norms q, k where fusion.py asks
+    # kernels/recurrent.cu's delta_net: states stored column after column; q, k, v read through row
+    # strides, l2-normed there where fusion.py asks, g and beta as chains
+    delta_net_strided = True
     conv_per_token = True  # ssm_conv: a thread per channel and token
     fuse = True  # the graph's nodes through native/fusion.py (kernels: norm_fused_*, chain_*, ssm_conv_silu_*)
     norm_wide = 1024  # threads per row of the norm kernels for rows past 1024 values (kernels/norm.cu)

@@ -790,13 +790,14 @@ class GpuBackend:
             raise MtprunError(f"graph {c.graph.name}: delta_net with state size {dim} is not supported.")
         rec: _Recurrent = self._state(c.graph, self._rec, nd.attrs["state"], (n_v, dim, dim))
         lanes = getattr(self._dev, "delta_net_lanes", 1)  # threads sharing a state column (one, unless the device says)
-        rec.transposed = getattr(self._dev, "delta_net_transposed", False)
-        strided = getattr(self._dev, "delta_net_strided", False)  # its kernel takes row strides and l2 (CUDA's)
+        # CUDA's kernel (the only one fusion.py rewrites for): states column after column, row strides, l2, chains
+        strided = rec.transposed = getattr(self._dev, "delta_net_strided", False)
         block = min(128, dim * lanes)
         if strided:
             head = [_chain(steps, args, shapes, (1, 1, n, n_v)) for steps in gates] + [_p(a) for a in (q, k, v)]
             tail = [_l(qk_stride), _l(v_stride), _i(l2), c_float(nd.attrs.get("eps", 0.0))]
         else:
+            assert not {"offsets", "gates"} & nd.attrs.keys(), "fused delta_net on a kernel without strides"
             head, tail = [_p(a) for a in args], []
         self._launch(c, f"delta_net_{dim}", (n_v, dim * lanes // block), block,
                      [*head, _p(out), _p(rec.buf.ptr), _l(rec.size), self._committed_arg(c, rec, n), _i(rec.m), _i(n), _i(n_k), _i(n_v), *tail])

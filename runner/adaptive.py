@@ -231,12 +231,11 @@ class AdaptiveDepth:
         self._own = _Rate(0.9)  # the policy's own steps (probes included), its last ~10
         self._step_kind = "own"  # what chose the step being run: "own", "trial" or "hold"
         # A plain stretch: the steps after a plain choice that nothing can turn into a probe or a new
-        # choice before the next probe is due or the choice is re-derived, chosen and learned from
-        # without deciding anything (its step counts taken in advance). At 0% acceptance each step
-        # is plain, and choosing and learning cost ~2 us of a 110-160 us step of the random-weight
-        # fixtures (auto 0.97x plain on 2 CPU threads, 0.95-0.97x on the H100).
+        # choice before the next probe is due or the choice is re-derived, chosen without deciding
+        # anything (its step counts taken in advance; _learn's plain path learns from them). At 0%
+        # acceptance each step is plain, and choosing and learning cost ~2 us of a 110-160 us step of
+        # the random-weight fixtures (auto 0.97x plain on 2 CPU threads, 0.95-0.97x on the H100).
         self._plain_left = 0  # steps of the stretch still to come
-        self._plain_step = False  # the step being run is one of them
         self.trials_won = self.trials_lost = 0
 
     # -- model
@@ -353,10 +352,8 @@ class AdaptiveDepth:
         if self._plain_left:
             if limit == self._limit:
                 self._plain_left -= 1
-                self._plain_step = True
                 return 0
             self._end_plain_stretch()  # a new limit: the choice is re-derived
-        self._plain_step = False
         if self._trial is not None:
             self._step_kind = "trial"
             return min(self._trial.depth, limit)
@@ -437,10 +434,6 @@ class AdaptiveDepth:
         return row + fixed / self.probe_intervals[0]
 
     def observe(self, step: StepRecord) -> None:
-        if self._plain_step:  # as _learn and the policy's own rate take a plain step, in short
-            self._verify_estimates[1].add(step.verify_seconds)
-            self._own.add(step.accepted + 1, step.draft_seconds + step.verify_seconds)
-            return
         self._learn(step)
         tokens, seconds = step.accepted + 1, step.draft_seconds + step.verify_seconds
         if self._step_kind == "trial":

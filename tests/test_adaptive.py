@@ -243,8 +243,8 @@ def test_probes_that_fail_before_their_new_position_do_not_back_off():
 
 
 def test_plain_stretches_choose_as_deciding_every_step():
-    """Plain steps that nothing can turn into a probe or a new choice run as a stretch, chosen and
-    learned from without deciding (a cost of every step at 0% acceptance): the depths are those of
+    """Plain steps that nothing can turn into a probe or a new choice run as a stretch, chosen
+    without deciding (a cost of every step at 0% acceptance): the depths are those of
     a policy deciding every step, through generations, limits shrinking at their ends, acceptance
     moving and jittered costs."""
 
@@ -261,9 +261,10 @@ def test_plain_stretches_choose_as_deciding_every_step():
             policy.begin()
             acceptance = (0.0, 0.6, 0.05, 0.9)[g % 4]
             for left in range(150, 0, -1):
+                ahead = policy._plain_left
                 depth = policy.choose(min(7, left - 1))
                 chosen.append(depth)
-                stretched += policy._plain_step
+                stretched += 0 < ahead == policy._plain_left + 1  # a step of a stretch, not decided
                 accepted = 0
                 while accepted < depth and rng.random() < acceptance:
                     accepted += 1
