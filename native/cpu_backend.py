@@ -22,7 +22,7 @@ import numpy as np
 from mtprun.native import ACTIVATIONS, BANDWIDTH_TEST_BYTES, check_activations
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor
+from mtprun.runner.graph import ALIASING_OPS, OPS, Graph, Node, StateSpec, WeightTensor, holds_ints
 
 F32 = np.float32
 _ALIGN = 16  # arena offsets in floats: 64-byte aligned buffers
@@ -338,6 +338,8 @@ class CpuBackend:
             c.fa[0] = a["factor"]
         elif nd.op == "slice":
             c.ia[0], c.ia[1] = a["start"], a["stop"]
+        elif nd.op == "get_rows":
+            c.ia[0] = int(not holds_ints(graph.nodes[nd.inputs[1]]))
         elif nd.op == "take_rows":
             rows = np.asarray(a["rows"], np.int64)
             if rows.size and (rows.min() < 0 or rows.max() >= shapes[0][0]):

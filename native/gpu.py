@@ -28,7 +28,7 @@ from mtprun.native.fusion import CHAIN_STEPS, NORM_VALUES, fuse
 from mtprun.native.numpy_backend import imrope_uses_text_position
 from mtprun.native.strides import broadcast_strides
 from mtprun.runner.errors import MtprunError
-from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor
+from mtprun.runner.graph import Graph, Node, StateSpec, WeightTensor, holds_ints
 
 F32 = np.float32
 # ggml type -> (kernel suffix, values per block, bytes per block)
@@ -595,8 +595,9 @@ class GpuBackend:
 
     def _emit_get_rows(self, c, nd, out, args, shapes) -> None:
         w: _Weight = args[0]
+        float_ids = not holds_ints(c.nodes[nd.inputs[1]])
         self._launch(c, f"get_rows_{w.suffix}", (nd.shape[0], 1), 128,
-                     [_p(w.buf.ptr), _l(w.row_bytes), _p(args[1]), _p(out), _i(nd.shape[1]), _i(w.tensor.shape[0]), _p(c.err)])
+                     [_p(w.buf.ptr), _l(w.row_bytes), _p(args[1]), _p(out), _i(nd.shape[1]), _i(w.tensor.shape[0]), _p(c.err), _i(float_ids)])
 
     def _norm(self, c, nd, out, args, shapes, l2: int) -> None:
         d = nd.shape[-1]
@@ -691,6 +692,11 @@ class GpuBackend:
         rows = int(np.prod(nd.shape, dtype=np.int64)) // wo
         self._copy_rows(c, args[0], out, rows, wa, wa, 0, wo, 0)
         self._copy_rows(c, args[1], out, rows, wb, wb, 0, wo, wa)
+
+    def _emit_cat_rows(self, c, nd, out, args, shapes) -> None:
+        width = math.prod(nd.shape[1:])
+        self._copy_rows(c, args[0], out, shapes[0][0], width, width, 0, width, 0)
+        self._copy_rows(c, args[1], out + 4 * shapes[0][0] * width, shapes[1][0], width, width, 0, width, 0)
 
     def _emit_take_rows(self, c, nd, out, args, shapes) -> None:
         rows = np.asarray(nd.attrs["rows"], np.int32)

@@ -112,7 +112,7 @@ class NumpyBackend:
         return self._weight(node.attrs["name"])
 
     def _op_get_rows(self, node: Node, w: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        return w[ids]
+        return w[ids.astype(np.int64)]  # int32, or float token ids
 
     def _op_matmul(self, node: Node, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         # One matrix-vector product per row: BLAS picks different kernels for different batch
@@ -161,6 +161,9 @@ class NumpyBackend:
 
     def _op_take_rows(self, node: Node, x: np.ndarray) -> np.ndarray:
         return x[list(node.attrs["rows"])]
+
+    def _op_cat_rows(self, node: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b], axis=0)
 
     def _op_argmax(self, node: Node, x: np.ndarray) -> np.ndarray:
         return np.argmax(x, axis=1).astype(F32)

@@ -2,8 +2,10 @@
 
 The adaptive policy keeps decayed estimates of the conditional acceptance a_i at each draft
 position (the chance draft i is accepted given drafts 1..i-1 were) and of the step costs measured
-on this backend: one MTP draft call, and a trunk verify of each batch size. It picks the depth n in
-0..n_max maximising expected tokens per second,
+on this backend: t_verify(n + 1), the graph run of a step of depth n (a drafting step's drafts and
+verify are one graph: `Context.draft_step`; a plain step's, the trunk over one token), and t_draft,
+a drafting step's host time before its graph, per draft. It picks the depth n in 0..n_max
+maximising expected tokens per second,
 
     E(n) / (n * t_draft + t_verify(n + 1)),   E(n) = 1 + sum_{k<=n} prod_{i<=k} a_i,
 
@@ -178,7 +180,7 @@ class AdaptiveDepth:
         self._hits = [prior_acceptance * prior_weight] * n_max  # decayed sum of outcomes, prior included
         self._weight = [float(prior_weight)] * n_max  # decayed count of outcomes, prior included
         self.acceptance = [prior_acceptance] * n_max
-        self._draft = CostEstimate(cost_window)  # seconds per MTP draft call
+        self._draft = CostEstimate(cost_window)  # a drafting step's host time before its graph, per draft
         self._catch_up = CatchUpCost(cost_window)  # the MTP cache rows a drafting step writes for the plain steps before it
         self._caught_up = False  # a catch-up was seen (its graphs compiled)
         self._verify_estimates: dict[int, CostEstimate] = {}  # verify batch size -> its cost
@@ -274,8 +276,8 @@ class AdaptiveDepth:
         return max(costs[a] + per_row * (size - a), 0.0)
 
     def step_costs(self) -> list[float]:
-        """Seconds of a step at each depth 0..n_max, from the current estimates: a verify of n + 1
-        tokens and n draft calls, or, for a plain step, its share of the catch-up after it."""
+        """Seconds of a step at each depth 0..n_max, from the current estimates: its graph (the verify
+        size n + 1) and n drafts' host time, or, for a plain step, its share of the catch-up after it."""
         draft, verify = self.draft_cost or 0.0, self._measured_verify()
         return [self._verify(n + 1, verify) + (n * draft if n else self.row_cost) for n in range(self.n_max + 1)]
 

@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mtprun.native import BACKENDS
+from mtprun.runner.adaptive import DEFAULT_AUTO_MAX
 from mtprun.runner.cli import add_activations_arg
-from mtprun.runner.context import greedy_token
 from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
@@ -39,10 +39,11 @@ COST_BUDGET_S = 0.5
 MAX_COST_RUNS = 50
 
 IDEAL_FORMULA = (
-    "ideal = E(n) * t_decode / (t_draft(n) + t_verify(n+1)), with E(n) = 1 + sum_{k=1..n} prod_{i<=k} a_i "
+    "ideal = E(n) * t_decode / t_step(n), with E(n) = 1 + sum_{k=1..n} prod_{i<=k} a_i "
     "the expected tokens per step (a_i: acceptance at draft position i given positions 1..i-1 were accepted), "
-    "t_decode and t_verify(n+1) one trunk forward of 1 and n+1 tokens, t_draft(n) n chained MTP head "
-    "forwards: model forwards only (best of repeated runs), so the gap to the measured speedup is the loop's overhead"
+    "t_decode one trunk forward of 1 token, t_step(n) one drafting step's graph (n chained MTP head passes "
+    "and the trunk's forward of n+1 tokens): model forwards only (best of repeated runs), so the gap to the "
+    "measured speedup is the loop's overhead"
 )
 
 
@@ -225,7 +226,7 @@ def run(config: BenchConfig, progress: Progress) -> dict:
     prefill_ids = _cycle([t for ids in prompt_ids for t in ids], config.n_prompt)
     longest = max(map(len, prompt_ids)) + config.n_gen + max(depths) + 2
     model = load(config.model, backend=config.backend, n_ctx=config.n_ctx or max(config.n_prompt + 1, longest) + 8,
-                 mtp_model=config.mtp_model, max_draft=max(max(depths), 1), activations=config.activations,
+                 mtp_model=config.mtp_model, max_draft=max(*depths, DEFAULT_AUTO_MAX if config.auto else 1), activations=config.activations,
                  **load_kwargs)
     if max(longest, config.n_prompt + 1) > model.n_ctx:
         raise MtprunError(f"context size {model.n_ctx} is too small for {config.n_prompt} prefill tokens, "
@@ -319,7 +320,7 @@ def _warm_up(model, ids: list[int], max_depth: int, auto: bool, n_gen: int) -> N
     for depth in range(max_depth + 1):
         model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
     if model.has_mtp and (max_depth or auto):
-        warm_up_mtp(model._ctx, max_depth)
+        warm_up_mtp(model._ctx, max(max_depth, DEFAULT_AUTO_MAX if auto else 0), model._ctx.greedy_ids)
     if auto:
         warm_up_catch_up(model._ctx, n_gen)
 
@@ -355,23 +356,24 @@ def _measure_prefill(model, ids: list[int], reps: int, progress: Progress) -> di
 
 
 def _measure_costs(model, ids: list[int], max_depth: int, reps: int, progress: Progress) -> dict:
-    """Trunk forward of k = 1..max_depth+1 tokens and n = 1..max_depth chained MTP draft forwards,
-    after the prompt, in seconds. Nothing is committed, so every repetition starts from the same state."""
+    """Trunk forward of k = 1..max_depth+1 tokens and the drafting step of depth n = 1..max_depth (its
+    graph: n chained MTP head passes, then the trunk's n+1 tokens), after the prompt, in seconds.
+    Nothing is committed, so every repetition starts from the same state."""
     ctx = model._ctx
     ctx.reset()
     past = ids[:-1] or ids
     _, h = ctx.prefill(past, 0, PREFILL_BATCH, logits_last=False)
     n_past, last = len(past), ids[-1]
-    trunk, draft = [], []
+    trunk, step = [], []
     for k in range(1, max_depth + 2):
         progress.update(f"costs: trunk forward of {k} token(s)", force=True)
         trunk.append(_best_time(reps, ctx.trunk, [last] * k, n_past, list(range(k)), ctx.greedy_ids))  # as decode runs it
     for n in range(1, max_depth + 1 if model.has_mtp else 1):
-        progress.update(f"costs: {n} chained MTP draft forward(s)", force=True)
-        draft.append(_best_time(reps, _draft_chain, ctx, last, h[-1], n_past, n))
+        progress.update(f"costs: drafting step of depth {n}", force=True)
+        step.append(_best_time(reps, ctx.draft_step, [last], h[-1:], n_past, n_past, n, ctx.greedy_ids))
     ctx.reset()
-    # index i: a trunk forward of i+1 tokens; i+1 chained draft forwards
-    return {"trunk_seconds": trunk, "draft_seconds": draft}
+    # index i: a trunk forward of i+1 tokens; a drafting step of depth i+1
+    return {"trunk_seconds": trunk, "step_seconds": step}
 
 
 def timed(fn: Callable[..., object], *args: object) -> float:
@@ -389,14 +391,6 @@ def _best_time(reps: int, fn, *args) -> float:
     while len(times) < reps or (len(times) < MAX_COST_RUNS and time.perf_counter() - start < COST_BUDGET_S):
         times.append(timed(fn, *args))
     return min(times)
-
-
-def _draft_chain(ctx, last: int, h: np.ndarray, pos: int, n: int) -> None:
-    """n greedy drafts by chaining the MTP head on its own hidden state, as a draft step does."""
-    tok, h_in = last, h[None]
-    for j in range(n):
-        out, h_out = ctx.mtp([tok], h_in, pos + j, [0], ids=ctx.greedy_ids)
-        tok, h_in = greedy_token(out, -1, ctx.greedy_ids), h_out[-1:]
 
 
 def _decode_runs(model, config: BenchConfig, prompt_ids: list[list[int]], depths: Sequence[int | str], progress: Progress
@@ -491,7 +485,7 @@ def _depth_row(depth: int, runs: dict, prompts: Sequence[BenchPrompt], costs: di
     a = conditional_acceptance(stats.steps, depth)
     e_n = expected_tokens_per_step(a)
     t1, t_verify = costs["trunk_seconds"][0], costs["trunk_seconds"][depth]
-    step_cost = (costs["draft_seconds"][depth - 1] if depth else 0.0) + t_verify
+    step_cost = costs["step_seconds"][depth - 1] if depth else t1
     by_kind = {kind: _summary(merge_stats([s for (s, _), p in zip(runs[depth], prompts) if p.kind == kind])) for kind in kinds}
     return {
         "depth": depth,

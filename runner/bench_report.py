@@ -85,6 +85,7 @@ def format_report(r: dict) -> str:
         rss += f" (llama.cpp's process: {_num(llama['peak_rss_mib'])} MiB)"
     out += ["", rss, "speedup: decode tok/s over depth 0's; verify/decode: trunk forward of n+1 tokens over 1 (goal <= 1.3)"
             + ("; its verify/decode: llama.cpp's llama_decode of n+1 tokens (every row's logits) over 1." if llama else "."),
+            "draft%: choosing the depth and the MTP cache's catch-up; verify%: each step's graph (drafts and verify in one).",
             *textwrap.wrap(r["ideal_formula"] + ".", 100)]
     if llama:
         where = "every layer on the GPU" if llama["gpu_offload"] else "on the CPU"

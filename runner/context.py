@@ -88,6 +88,26 @@ class Context:
                                self._mtp_inputs(tokens, h, start, slot))
         return out.get("ids" if ids else "logits"), out["h_nextn"]
 
+    def draft_step(self, tokens: Sequence[int], h: np.ndarray, start: int, slot: int, depth: int, ids: bool
+                   ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """A drafting step as one graph run (see the model's `draft_step`): the MTP head over the
+        (token, previous hidden) pairs at positions start.. (cache slots slot..), the last pair being the
+        last token's at position p, chained to `depth` greedy drafts at p + 1.. (slots shifted alike), and
+        the trunk over [last token, drafts] at p..; returns (the drafts, the verify's logits of every row
+        or with `ids` their argmax ids, its h_nextn [depth + 1, d]). Recurrent states are left
+        uncommitted, as by `trunk`."""
+        rows = len(tokens)
+        p = start + rows - 1
+        inputs = self._mtp_inputs(tokens, h, start, slot)
+        for i in range(1, depth):
+            inputs[f"draft_pos{i}"] = np.array([p + i], np.int32)
+            inputs[f"draft_slot{i}"] = np.array([slot + rows - 1 + i], np.int32)
+        inputs["last"] = np.array([tokens[-1]], np.float32)
+        inputs["verify_pos"] = np.arange(p, p + depth + 1, dtype=np.int32)
+        graph = self._graph(("draft_step", rows, depth, ids), lambda: self.model.graphs.draft_step(rows, depth, ids))
+        out = self.backend.run(graph, inputs)
+        return [int(t) for t in out["drafts"]], out["ids" if ids else "logits"], out["h_nextn"]
+
     @staticmethod
     def _mtp_inputs(tokens: Sequence[int], h: np.ndarray, start: int, slot: int | None) -> dict[str, np.ndarray]:
         n = len(tokens)

@@ -34,7 +34,8 @@ ALIASING_OPS = ("reshape", "kv_write")
 OPS: dict[str, str] = {
     "input": "named graph input: attrs name, dtype ('f32' | 'i32')",
     "weight": "named model weight (GGUF tensor name), NumPy-order shape",
-    "get_rows": "rows of a weight matrix [V, d] picked by int ids [n] -> [n, d]",
+    "get_rows": "rows of a weight matrix [V, d] picked by ids [n] -> [n, d]: an i32 input's ints, or float32 "
+    "token ids (exact: V <= 2^24) from any other node (argmax, cat_rows of them, an f32 input)",
     "matmul": "x [n, k] times weight [m, k] transposed -> [n, m]",
     "rms_norm": "x / sqrt(mean(x^2, last axis) + eps) * weight (weight optional, broadcast on last axis)",
     "l2_norm": "x / sqrt(sum(x^2, last axis) + eps)",
@@ -48,6 +49,8 @@ OPS: dict[str, str] = {
     "slice": "x[..., start:stop] on the last axis",
     "concat": "concatenation on the last axis",
     "take_rows": "x[rows] for static row indices attrs.rows",
+    "cat_rows": "a [n_a, ...] then b [n_b, ...] (equal trailing shapes) -> [n_a + n_b, ...]: a step's drafts, "
+    "made one pass after another, as the batch that verifies them",
     "argmax": "index of the largest value of each row of x [n, V] (the first of equal ones; a NaN above every "
     "number, the first NaN), as NumPy's argmax, as float32 (exact: V <= 2^24) -> [n]; the runner builds it where "
     "a backend's `device_argmax` is true (logits on a device: greedy decoding copies back ids, not rows of V)",
@@ -74,6 +77,11 @@ class Node:
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
     attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def holds_ints(node: Node) -> bool:
+    """Whether a node's values are int32 (an i32 input); every other node's are float32."""
+    return node.op == "input" and node.attrs["dtype"] == "i32"
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,10 @@ class Graph:
 
     def take_rows(self, x: Ref, rows: Sequence[int]) -> Ref:
         return self._add("take_rows", (x,), (len(rows),) + x.shape[1:], rows=tuple(rows))
+
+    def cat_rows(self, a: Ref, b: Ref) -> Ref:
+        assert a.shape[1:] == b.shape[1:], (a.shape, b.shape)
+        return self._add("cat_rows", (a, b), (a.shape[0] + b.shape[0],) + a.shape[1:])
 
     def argmax(self, x: Ref) -> Ref:
         assert len(x.shape) == 2 and x.shape[1] <= 1 << 24, x.shape

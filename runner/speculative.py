@@ -3,7 +3,9 @@
 Step structure (as `llama-speculative-simple`): the prompt minus its last token is prefilled; each
 step then drafts up to n tokens by chaining the MTP head from (last token, trunk state before it),
 verifies [last token, drafts...] in one trunk batch, keeps the longest prefix of drafts that equal
-the target's own choices, emits the target's next token, and rolls the caches back to it.
+the target's own choices, emits the target's next token, and rolls the caches back to it. Drafting
+and verifying are one graph run (`Context.draft_step`): nothing crosses to the host between the
+passes, where a GPU would otherwise wait on the host's round trip after each draft.
 
 The MTP head's KV cache must hold, for every position p, the pair (token p, trunk state at p-1).
 Chained drafts write MTP-made states at their positions; those entries are rewritten from the
@@ -23,7 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mtprun.runner.adaptive import AdaptiveDepth, DepthPolicy, FixedDepth
-from mtprun.runner.context import Context, StepTimer, greedy_token
+from mtprun.runner.context import Context, StepTimer
 from mtprun.runner.sampling import SamplingParams, sample_token
 from mtprun.runner.stats import GenerationStats, StepRecord
 
@@ -58,10 +60,9 @@ def decode(
         return
     policy = FixedDepth(draft_depth) if isinstance(draft_depth, int) else draft_depth
     use_mtp = ctx.model.has_mtp and policy.max_depth > 0
-    # Greedy choices (every draft; the target's tokens when greedy) read token ids where the backend
-    # takes the argmax: a few bytes cross to the host, not rows of the vocabulary.
-    draft_ids = ctx.greedy_ids
-    verify_ids = draft_ids and sampling.greedy
+    # Greedy target tokens read token ids where the backend takes the argmax: a few bytes cross to the
+    # host, not rows of the vocabulary (drafts are argmaxes inside the step's graph on every backend).
+    verify_ids = ctx.greedy_ids and sampling.greedy
     d_model = ctx.model.hp.n_embd
     stats.prompt_tokens = len(prompt)
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
@@ -100,27 +101,24 @@ def decode(
                 mtp_next, mtp_gap = _catch_up(ctx, rows[:-1], mtp_next, mtp_gap)
                 rows = rows[-1:]
                 catch_up_seconds = time.perf_counter() - t_catch_up
-            out, h_mtp = ctx.mtp([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next, [len(rows) - 1],
-                                 mtp_next - mtp_gap, draft_ids)
-            mtp_rows, mtp_next = [], n_past + 1
-            while True:
-                drafts.append(greedy_token(out, -1, draft_ids))
-                if len(drafts) == depth:
-                    break
-                at = n_past + len(drafts)
-                out, h_mtp = ctx.mtp(drafts[-1:], h_mtp[-1:], at, [0], at - mtp_gap, draft_ids)
         elif use_mtp:
             mtp_rows.append((last, pending_h))
         timer.add("draft", t_step)
 
+        # the step's graph: drafting and verifying in one run where it drafts (its time is the verify's)
         t_verify_start = time.perf_counter()
-        batch = [last] + drafts
-        if n_past + len(batch) > ctx.n_ctx:
+        if n_past + depth + 1 > ctx.n_ctx:
             return
-        out, h = ctx.trunk(batch, n_past, list(range(len(batch))), verify_ids)
+        if depth > 0:
+            drafts, out, h = ctx.draft_step([r[0] for r in rows], np.stack([r[1] for r in rows]), mtp_next,
+                                            mtp_next - mtp_gap, depth, verify_ids)
+            mtp_rows, mtp_next = [], n_past + 1
+        else:
+            out, h = ctx.trunk([last], n_past, [0], verify_ids)
+        batch = [last] + drafts
         emitted: list[int] = []
         for i in range(len(batch)):
-            tok = greedy_token(out, i, True) if verify_ids else sample_token(out[i], sampling, n_past + i + 1)
+            tok = int(out[i]) if verify_ids else sample_token(out[i], sampling, n_past + i + 1)
             emitted.append(tok)
             # stop at the first disagreement; a draft equal to an end-of-generation token is kept only
             # as the last draft (as llama.cpp), since nothing after it is ever emitted
@@ -160,16 +158,17 @@ def decode(
             return
 
 
-def warm_up_mtp(ctx: Context, max_depth: int) -> None:
-    """Build the MTP head's step graphs ahead of time, as a benchmark's warm-up does for the trunk's: a
-    drafting step's first call takes the rows the step before accepted plus one (1 .. max_depth + 1,
-    or up to FULL_CATCH_UP + 1 after plain steps), and a backend pays once for each new size. A short
-    warm-up generation meets only some of them: the first repetition of the first prompts ran 3-9%
-    slower at depths 1-3 (tinycoder on the H100). Writes scratch rows into the MTP cache, which every
-    generation resets."""
+def warm_up_mtp(ctx: Context, max_depth: int, ids: bool) -> None:
+    """Build the drafting steps' graphs ahead of time, as a benchmark's warm-up does for the plain
+    step's: a drafting step's graph is built for its depth and for the rows its MTP head's first pass
+    takes (those the step before accepted plus one, or after plain steps theirs: up to FULL_CATCH_UP),
+    and a backend pays once for each. A short warm-up generation meets only some of them: the first repetition of the first
+    prompts ran 3-9% slower at depths 1-3 (tinycoder on the H100). `ids`: the greedy steps' graphs
+    (`Context.greedy_ids`). Writes scratch rows into the caches, which every generation resets."""
     d = ctx.model.hp.n_embd
-    for n in range(1, max(max_depth, FULL_CATCH_UP) + 2):
-        ctx.mtp([0] * n, np.zeros((n, d), np.float32), 0, [n - 1])
+    for depth in range(1, max_depth + 1):
+        for rows in range(1, FULL_CATCH_UP + 1):
+            ctx.draft_step([0] * rows, np.zeros((rows, d), np.float32), 0, 0, depth, ids)
 
 
 def warm_up_catch_up(ctx: Context, max_rows: int) -> None:

@@ -13,9 +13,9 @@ class StepRecord:
     draft: list[int]
     accepted: int
     emitted: list[int]
-    draft_seconds: float = 0.0  # the step up to its verify batch: choosing the depth, MTP catch-up and drafts
-    # the rest: the verify batch, sampling, acceptance and rollback, and the depth policy's learning from
-    # the step before (a cost of every step, that deeper steps pay for more tokens)
+    draft_seconds: float = 0.0  # the step up to its graph: choosing the depth, the MTP head's catch-up
+    # the rest: the step's graph (drafts and verify batch), sampling, acceptance and rollback, and the depth
+    # policy's learning from the step before (a cost of every step, that deeper steps pay for more tokens)
     verify_seconds: float = 0.0
     # the part of draft_seconds that wrote the MTP head's cache for earlier plain steps, and for how many
     catch_up_seconds: float = 0.0

@@ -50,7 +50,7 @@ def test_bench_reports_every_field(capsys):
     # the share of prefill speed lost with MTP on (a timing: on a tiny prompt it can come out negative)
     assert abs(pre["mtp_on_slowdown"] - (1 - pre["mtp_on_tokens_per_s"] / pre["mtp_off_tokens_per_s"])) < 1e-9
 
-    assert len(r["costs"]["trunk_seconds"]) == 2 and len(r["costs"]["draft_seconds"]) == 1
+    assert len(r["costs"]["trunk_seconds"]) == 2 and len(r["costs"]["step_seconds"]) == 1
     assert [d["depth"] for d in r["depths"]] == [0, 1]
     for d in r["depths"]:
         assert set(d) == DEPTH_FIELDS

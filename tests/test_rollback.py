@@ -62,6 +62,8 @@ def test_partial_acceptance_never_reruns_the_trunk(backend):
     def counting_run(graph, inputs):
         if graph.name.startswith(("trunk", "prompt")):  # the prompt pass runs the trunk too
             trunk_runs.append(len(inputs["tokens"]))
+        elif graph.name.startswith("draft_step"):  # the MTP head's passes, then the trunk's verify
+            trunk_runs.append(len(inputs["verify_pos"]))
         return original(graph, inputs)
 
     backend.run = counting_run

@@ -1,22 +1,25 @@
-/* Ops that only move or pick data: get_rows (decoding weight rows), slice, concat, take_rows and
- * argmax (which index of each row). */
+/* Ops that only move or pick data: get_rows (decoding weight rows), slice, concat, take_rows,
+ * cat_rows and argmax (which index of each row). */
 #include <string.h>
 
 #include "mtp.h"
 
 static int64_t last_dim(const mtp_node *n) { return n->ne[n->ndim - 1]; }
 
+/* ia[0]: the ids are float32 (an argmax's token ids), else int32 */
 static void get_rows(mtp_job *j, mtp_node *nd, int part, int nparts) {
     const mtp_node *w = &j->nodes[nd->in[0]];
-    const int32_t *ids = j->nodes[nd->in[1]].data;
+    const void *ids = j->nodes[nd->in[1]].data;
     int64_t vocab = w->ne[0], d = w->ne[1], row_bytes = mtp_row_bytes(w->type, d), lo, hi;
     mtp_split(nd->ne[0], part, nparts, &lo, &hi);
     for (int64_t i = lo; i < hi; i++) {
-        if (ids[i] < 0 || ids[i] >= vocab) {
+        float f = nd->ia[0] ? ((const float *)ids)[i] : 0.0f;
+        int64_t id = nd->ia[0] ? (f >= 0.0f && f < (float)vocab ? (int64_t)f : -1) : ((const int32_t *)ids)[i];
+        if (id < 0 || id >= vocab) {
             j->error = MTP_ERR_ID;
             continue;
         }
-        mtp_k.dequant[w->type]((const uint8_t *)w->data + ids[i] * row_bytes, (float *)nd->data + i * d, d);
+        mtp_k.dequant[w->type]((const uint8_t *)w->data + id * row_bytes, (float *)nd->data + i * d, d);
     }
 }
 
@@ -47,6 +50,10 @@ MTP_OP(mtp_op_copy) {
         }
         break;
     }
+    case OP_CAT_ROWS:
+        memcpy(o, x, (size_t)a->nelem * 4);
+        memcpy(o + a->nelem, j->nodes[nd->in[1]].data, (size_t)j->nodes[nd->in[1]].nelem * 4);
+        break;
     case OP_TAKE_ROWS: {  /* aux: int64 row indices, ne[0] of them */
         const int64_t *rows = nd->aux;
         int64_t row = a->nelem / a->ne[0];

@@ -9,7 +9,7 @@
 static const char *const OP_NAMES[OP_COUNT] = {
     "input", "weight", "get_rows", "matmul", "rms_norm", "l2_norm", "add", "mul", "scale",
     "sigmoid", "silu", "softplus", "reshape", "slice", "concat", "take_rows", "rope",
-    "attention", "ssm_conv", "delta_net", "moe", "kv_write", "argmax",
+    "attention", "ssm_conv", "delta_net", "moe", "kv_write", "argmax", "cat_rows",
 };
 
 /* One step = one phase of one node, cut into parts. Threads take parts from `claimed`; the thread
@@ -51,7 +51,7 @@ static void exec_part(mtp_job *j, const step *s, int part) {
     case OP_MATMUL: fn = op_matmul; break;
     case OP_RMS_NORM: case OP_L2_NORM: fn = mtp_op_norm; break;
     case OP_ADD: case OP_MUL: case OP_SCALE: case OP_SIGMOID: case OP_SILU: case OP_SOFTPLUS: fn = mtp_op_elementwise; break;
-    case OP_GET_ROWS: case OP_SLICE: case OP_CONCAT: case OP_TAKE_ROWS: case OP_ARGMAX: fn = mtp_op_copy; break;
+    case OP_GET_ROWS: case OP_SLICE: case OP_CONCAT: case OP_TAKE_ROWS: case OP_ARGMAX: case OP_CAT_ROWS: fn = mtp_op_copy; break;
     case OP_ROPE: fn = mtp_op_rope; break;
     case OP_ATTENTION: fn = mtp_op_attention; break;
     case OP_KV_WRITE: fn = mtp_op_kv_write; break;
@@ -83,7 +83,7 @@ static int plan_steps(mtp_ctx *c, int32_t n_nodes) {
     for (int32_t i = 0; i < n_nodes; i++) {
         mtp_node *nd = &c->job.nodes[i];
         int phases = op_phases(&c->job, nd);
-        int serial = nd->op == OP_SLICE || nd->op == OP_CONCAT || nd->op == OP_TAKE_ROWS || nd->op == OP_ARGMAX;
+        int serial = nd->op == OP_SLICE || nd->op == OP_CONCAT || nd->op == OP_TAKE_ROWS || nd->op == OP_ARGMAX || nd->op == OP_CAT_ROWS;
         for (int ph = 0; ph < phases; ph++) {
             if (c->n_steps == c->cap) {
                 int cap = c->cap ? 2 * c->cap : 1024;

@@ -15,7 +15,7 @@
 enum {
     OP_INPUT, OP_WEIGHT, OP_GET_ROWS, OP_MATMUL, OP_RMS_NORM, OP_L2_NORM, OP_ADD, OP_MUL, OP_SCALE,
     OP_SIGMOID, OP_SILU, OP_SOFTPLUS, OP_RESHAPE, OP_SLICE, OP_CONCAT, OP_TAKE_ROWS, OP_ROPE,
-    OP_ATTENTION, OP_SSM_CONV, OP_DELTA_NET, OP_MOE, OP_KV_WRITE, OP_ARGMAX, OP_COUNT
+    OP_ATTENTION, OP_SSM_CONV, OP_DELTA_NET, OP_MOE, OP_KV_WRITE, OP_ARGMAX, OP_CAT_ROWS, OP_COUNT
 };
 
 /* ggml type ids (ggml.h's enum ggml_type) of the weight formats read here. */
@@ -232,7 +232,7 @@ MTP_OP(mtp_op_ssm_conv);
 MTP_OP(mtp_op_delta_net);
 MTP_OP(mtp_op_moe);         /* mtp_moe_phases(nd) phases */
 MTP_OP(mtp_op_elementwise); /* add mul scale sigmoid silu softplus */
-MTP_OP(mtp_op_copy);        /* get_rows slice concat take_rows argmax */
+MTP_OP(mtp_op_copy);        /* get_rows slice concat take_rows argmax cat_rows */
 int mtp_moe_phases(const mtp_job *j, const mtp_node *nd);
 
 /* Recurrent snapshot slot for token t of an n-token run, or NULL when that token keeps none. */

@@ -208,18 +208,45 @@ class Qwen35Graphs:
     def mtp(self, n: int, logit_rows: Sequence[int], ids: bool = False) -> Graph:
         """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions (outputs
         as `trunk`)."""
-        hp = self.hp
-        m = MTP_PREFIX
         g, pos, slot, x, p = self._mtp_input(f"mtp[{n}]", n)
+        hn = self._mtp_block(g, x, pos, slot, p)
+        g.output("h_nextn", hn)
+        if logit_rows:
+            _output_logits(g, g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, MTP_PREFIX + "head")), ids)
+        return g
+
+    def draft_step(self, rows: int, depth: int, ids: bool) -> Graph:
+        """A drafting step in one graph, so that nothing crosses to the host between its passes: the MTP
+        head over `rows` (token, trunk state) pairs at positions `pos` (the rows the step before accepted,
+        then the last token's), `depth - 1` more passes each on the draft before it (its argmax) and its
+        hidden state, at `draft_pos{i}` / `draft_slot{i}`, then the trunk verifying [`last` (the last
+        row's token, as a float id), drafts] at `verify_pos`. Outputs `drafts` [depth] (float token ids),
+        the verify's `h_nextn` [depth + 1, d] and its every row's `logits` (with `ids`, their argmax
+        `ids`). Each pass is the graph `mtp` or `trunk` would run, bit for bit."""
+        g, pos, slot, x, p = self._mtp_input(f"draft_step[{rows},{depth}]", rows)
+        head = self._w(g, MTP_PREFIX + "head")
+        h = self._rows(g, self._mtp_block(g, x, pos, slot, p), [rows - 1], rows)
+        drafts = draft = g.argmax(g.matmul(h, head))
+        for i in range(1, depth):
+            at, at_slot = g.input(f"draft_pos{i}", (1,), "i32"), g.input(f"draft_slot{i}", (1,), "i32")
+            h = self._mtp_block(g, self._mtp_block_input(g, draft, h, p), at, at_slot, p)
+            draft = g.argmax(g.matmul(h, head))
+            drafts = g.cat_rows(drafts, draft)
+        g.output("drafts", drafts)
+        n = depth + 1
+        hn = self._trunk_body(g, g.cat_rows(g.input("last", (1,)), drafts), g.input("verify_pos", (n,), "i32"))
+        g.output("h_nextn", hn)
+        _output_logits(g, g.matmul(hn, self._w(g, self._head())), ids)
+        return g
+
+    def _mtp_block(self, g: Graph, x: Ref, pos: Ref, slot: Ref, p: str) -> Ref:
+        """The MTP block over its input x (positions `pos`, cache slots `slot`): the normed hidden states."""
+        hp = self.hp
         h = g.rms_norm(x, self._w(g, f"{p}.attn_norm.weight"), hp.rms_eps)
         x = x + self._attention_block(g, h, pos, slot, p, "mtp_kv")
         h = g.rms_norm(x, self._w(g, f"{p}.post_attention_norm.weight"), hp.rms_eps)
         x = x + self._ffn(g, h, p)
-        hn = g.rms_norm(x, self._w(g, m + "head_norm"), hp.rms_eps)
-        g.output("h_nextn", hn)
-        if logit_rows:
-            _output_logits(g, g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, m + "head")), ids)
-        return g
+        return g.rms_norm(x, self._w(g, MTP_PREFIX + "head_norm"), hp.rms_eps)
 
     def mtp_kv(self, n: int) -> Graph:
         """The MTP head's KV cache for n (token, previous trunk hidden state) pairs, as `mtp` writes it,

@@ -367,10 +367,12 @@ __device__ __forceinline__ void mm_id(const u8* W, i64 row_bytes, i64 expert_byt
     if ((threadIdx.x & 31) == 0) y[(i64)p * m + j] = acc[0];
 }
 
-// Rows of W picked by ids, decoded to float32; one block per row.
+// Rows of W picked by ids, decoded to float32; one block per row. `float_ids`: the ids are float32
+// token ids (an argmax's), else int32.
 template <int T>
-__device__ __forceinline__ void get_rows(const u8* W, i64 row_bytes, const int* ids, float* out, int d, int n_rows, int* err) {
-    const int id = ids[blockIdx.x];
+__device__ __forceinline__ void get_rows(const u8* W, i64 row_bytes, const int* ids, float* out, int d, int n_rows, int* err, int float_ids) {
+    const float f = __int_as_float(ids[blockIdx.x]);
+    const int id = !float_ids ? ids[blockIdx.x] : f >= 0.0f && f < (float)n_rows ? (int)f : -1;
     if (id < 0 || id >= n_rows) {
         if (threadIdx.x == 0) set_error(err, ERR_TOKEN);
         return;
@@ -406,9 +408,10 @@ __device__ __forceinline__ void get_rows(const u8* W, i64 row_bytes, const int* 
         begin_kernel();                                                                                                   \
         mm_id<T>(W, row_bytes, expert_bytes, ids, xdiv, x, y, m, k);                                           \
     }                                                                                                          \
-    extern "C" __global__ void get_rows_##NAME(const u8* W, i64 row_bytes, const int* ids, float* out, int d, int n_rows, int* err) { \
+    extern "C" __global__ void get_rows_##NAME(const u8* W, i64 row_bytes, const int* ids, float* out, int d, int n_rows, int* err, \
+                                               int float_ids) {                                                                  \
         begin_kernel();                                                                                                               \
-        get_rows<T>(W, row_bytes, ids, out, d, n_rows, err);                                                   \
+        get_rows<T>(W, row_bytes, ids, out, d, n_rows, err, float_ids);                                        \
     }
 
 WEIGHT_KERNELS(f32, T_F32)

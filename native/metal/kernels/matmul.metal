@@ -98,12 +98,14 @@ struct GetRowsArgs {
     int d;
     int n_rows;
     device int* err;
+    int float_ids;  // the ids are float32 token ids (an argmax's), else int32
 };
 
 template <int T>
 kernel void get_rows(constant GetRowsArgs& a [[buffer(0)]], uint row [[threadgroup_position_in_grid]],
                      uint tid [[thread_index_in_threadgroup]], uint threads [[threads_per_threadgroup]]) {
-    const int id = a.ids[row];
+    const float f = as_type<float>(a.ids[row]);
+    const int id = a.float_ids == 0 ? a.ids[row] : f >= 0.0f && f < float(a.n_rows) ? int(f) : -1;
     if (id < 0 || id >= a.n_rows) {
         if (tid == 0) set_error(a.err, ERR_TOKEN);
         return;

@@ -144,11 +144,13 @@ layout(push_constant, std430) uniform PC {
     int d;
     int n_rows;
     I32 err;
+    int float_ids;  // the ids are float32 token ids (an argmax's), else int32
 } pc;
 
 void main() {
     const uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
-    const int id = pc.ids.v[row];
+    const float f = intBitsToFloat(pc.ids.v[row]);
+    const int id = pc.float_ids == 0 ? pc.ids.v[row] : f >= 0.0 && f < float(pc.n_rows) ? int(f) : -1;
     if (id < 0 || id >= pc.n_rows) {
         if (tid == 0u) set_error(pc.err, ERR_TOKEN);
         return;
