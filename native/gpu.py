@@ -248,6 +248,7 @@ class Compiled:
     extra_outputs: list[tuple[str, int, tuple[int, ...]]] = field(default_factory=list)  # outside the output region
     committed: list[_Recurrent] = field(default_factory=list)  # committed-index slot j -> state
     committed_view: np.ndarray | None = None  # int32 staging view of those slots
+    err_view: np.ndarray | None = None  # int32 staging view of the error flag
     touched: list[tuple[_Recurrent, int]] = field(default_factory=list)  # recurrent states a run writes, tokens
     keep: list = field(default_factory=list)  # scratch and index buffers the launches point into
     q8_rows: tuple[int, int] | None = None  # int8 activation rows and their scales (scratch), if used
@@ -367,9 +368,8 @@ class GpuBackend:
             view[...] = np.asarray(inputs[name], dtype).reshape(shape)
         if c.committed:
             c.committed_view[:] = [rec.committed for rec in c.committed]
-        lay = c.layout
         self._dev.execute(c)
-        err = int(c.stage_out.view(lay.out_extra - lay.out_start, (1,), np.int32)[0])
+        err = int(c.err_view[0])
         if err:
             self._dev.zero(c.err, 4)
             raise MtprunError(f"graph {graph.name}: {_ERRORS.get(err, f'device error {err}')}.")
@@ -409,6 +409,7 @@ class GpuBackend:
         c = Compiled(graph, nodes, arena, lay, self._dev.host(lay.in_bytes), self._dev.host(lay.out_bytes),
                       arena.ptr + lay.out_extra)
         c.committed_view = c.stage_in.view(lay.in_extra, (n_rec,), np.int32)
+        c.err_view = c.stage_out.view(lay.out_extra - lay.out_start, (1,), np.int32)
         c.stage_in.array[:] = 0
         self._dev.zero(c.err, 4)
         ptrs: dict[int, int] = {}

@@ -68,6 +68,7 @@ def decode(
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
     policy.begin()
     timer = ctx.timer = StepTimer()
+    stats.seconds = timer.seconds  # kept up to date as the steps run
     ctx.reset()
 
     t0 = time.perf_counter()
@@ -148,7 +149,6 @@ def decode(
         for tok in emitted:
             produced += 1
             stats.generated = produced
-            stats.seconds = dict(timer.seconds)
             if device_start is not None:
                 stats.device_seconds = ctx.device_seconds() - device_start
             yield tok

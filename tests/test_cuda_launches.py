@@ -93,7 +93,7 @@ def test_every_launch_matches_its_kernel(model, qtype, activations, int8_mma, fu
     graphs = m.loaded.graphs
     launched = set()
     for graph in (graphs.trunk(1, [0]), graphs.trunk(4, [0, 1, 2, 3], True), graphs.mtp(1, [0]), graphs.mtp(3, [2]),
-                  graphs.prompt(6, True, True), graphs.prompt(6, True, True, True), graphs.prompt(80, True, False)):
+                  graphs.draft_step(2, 3, True), graphs.draft_step(1, 1, False), graphs.prompt(6, True, True), graphs.prompt(6, True, True, True), graphs.prompt(80, True, False)):
         for launch in be._compile(graph).launches:
             assert launch.kernel in declared, (graph.name, launch.kernel)
             passed = [ctypes.sizeof(v) for v in launch.values]
