@@ -125,6 +125,12 @@ def _graphs(graphs, n_embd: int) -> list[tuple[Graph, dict]]:
         out.append((graphs.trunk(n, list(range(n))), {"tokens": ids(n), "pos": pos}))
         mtp_in = {"tokens": ids(n), "pos": pos, "slot": pos, "h": rng.standard_normal((n, n_embd)).astype(np.float32)}
         out.append((graphs.mtp(n, [n - 1]), mtp_in))
+    step_in = {"tokens": ids(2), "pos": np.arange(3, 5, dtype=np.int32), "slot": np.arange(2, 4, dtype=np.int32),
+               "h": rng.standard_normal((2, n_embd)).astype(np.float32), "last": np.array([7], np.float32),
+               "verify_pos": np.arange(4, 8, dtype=np.int32)}
+    for i in (1, 2):
+        step_in[f"draft_pos{i}"], step_in[f"draft_slot{i}"] = np.array([4 + i], np.int32), np.array([3 + i], np.int32)
+    out.append((graphs.draft_step(2, 3, False), step_in))
     pos = np.arange(0, 6, dtype=np.int32)
     out.append((graphs.prompt(6, True, True), {"tokens": ids(6), "pos": pos, "mtp_tokens": ids(6), "mtp_pos": pos + 1}))
     keep = (np.arange(7) > 0).astype(np.float32)[:, None]  # a first chunk's MTP rows: position 0's zeros, then 6
