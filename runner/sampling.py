@@ -46,16 +46,28 @@ def sample_token(logits: np.ndarray, params: SamplingParams, position: int) -> i
 
 def top_candidates(logits: np.ndarray, top_k: int) -> np.ndarray:
     """Token ids by falling logit, equal logits by id (a stable sort's order), the first `top_k` of them
-    (every id where top_k <= 0). The top_k are found in one pass (argpartition), not by sorting the row:
-    sorting a 248k vocabulary took ~25 ms a sampled token. NaNs (after every number, as a stable sort of
-    the negated row puts them) take the sort."""
+    (every id where top_k <= 0). Only the ids at or above a bound on the top_k-th largest logit are
+    sorted (see `_kth_largest_bound`), not the row: sorting a 248k vocabulary took ~25 ms a sampled
+    token. NaNs (after every number, as a stable sort of the negated row puts them) take the sort."""
     n = logits.shape[0]
     if top_k <= 0 or top_k >= n or np.isnan(logits).any():
         return np.argsort(-logits.astype(np.float64), kind="stable")[: top_k if top_k > 0 else n]
-    threshold = logits[np.argpartition(logits, n - top_k)[n - top_k :]].min()  # the top_k-th largest
-    above = np.flatnonzero(logits > threshold)
-    candidates = np.concatenate([above, np.flatnonzero(logits == threshold)[: top_k - len(above)]])
-    return candidates[np.lexsort((candidates, -logits[candidates]))]
+    candidates = np.flatnonzero(logits >= _kth_largest_bound(logits, top_k))
+    return candidates[np.lexsort((candidates, -logits[candidates]))][:top_k]
+
+
+def _kth_largest_bound(x: np.ndarray, k: int) -> float:
+    """A value no larger than the k-th largest of x: the k-th largest of its chunks' maxima (k chunks
+    hold a value at least that large), or where x has fewer chunks than k, the k-th largest itself.
+    Chunk maxima take one pass over the row (~15 us for 248k values; argpartition of the row ~300 us)."""
+    chunk = 256
+    m = len(x) // chunk
+    if m < k:
+        return np.partition(x, len(x) - k)[len(x) - k]
+    maxima = x[: m * chunk].reshape(m, chunk).max(axis=1)
+    if m * chunk < len(x):
+        maxima = np.append(maxima, x[m * chunk :].max())
+    return np.partition(maxima, len(maxima) - k)[len(maxima) - k]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
