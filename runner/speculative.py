@@ -162,9 +162,10 @@ def warm_up_mtp(ctx: Context, max_depth: int, ids: bool) -> None:
     """Build the drafting steps' graphs ahead of time, as a benchmark's warm-up does for the plain
     step's: a drafting step's graph is built for its depth and for the rows its MTP head's first pass
     takes (those the step before accepted plus one, or after plain steps theirs: up to FULL_CATCH_UP),
-    and a backend pays once for each. A short warm-up generation meets only some of them: the first repetition of the first
-    prompts ran 3-9% slower at depths 1-3 (tinycoder on the H100). `ids`: the greedy steps' graphs
-    (`Context.greedy_ids`). Writes scratch rows into the caches, which every generation resets."""
+    and a backend pays once for each. A short warm-up generation meets only some of them: the first
+    repetition of the first prompts ran 3-9% slower at depths 1-3 (tinycoder on the H100). `ids`: the
+    greedy steps' graphs (`Context.greedy_ids`). Writes scratch rows into the caches, which every
+    generation resets."""
     d = ctx.model.hp.n_embd
     for depth in range(1, max_depth + 1):
         for rows in range(1, FULL_CATCH_UP + 1):
