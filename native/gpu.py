@@ -336,10 +336,11 @@ class GpuBackend:
                 rec.committed = rec.last_n = 0
 
     def commit(self, names: Sequence[str], n_keep: int) -> None:
+        t, recs = n_keep - 1, self._rec
         for name in names:
-            rec = self._rec[name]
-            n, t = rec.last_n, n_keep - 1
-            first = max(n - rec.m, 0)
+            rec = recs[name]
+            n = rec.last_n
+            first = n - rec.m if n > rec.m else 0
             if not first <= t < n:
                 raise ValueError(f"state {name}: no snapshot after token {n_keep} of the last run")
             r = t - first  # snapshot slot r lives in buffer slot_buffer(r) of recurrent.cu

@@ -68,7 +68,7 @@ def decode(
     stats.policy = policy if isinstance(policy, AdaptiveDepth) else None
     policy.begin()
     timer = ctx.timer = StepTimer()
-    stats.seconds = timer.seconds  # kept up to date as the steps run
+    seconds = stats.seconds = timer.seconds  # kept up to date as the steps run
     ctx.reset()
 
     t0 = time.perf_counter()
@@ -104,10 +104,9 @@ def decode(
                 catch_up_seconds = time.perf_counter() - t_catch_up
         elif use_mtp:
             mtp_rows.append((last, pending_h))
-        timer.add("draft", t_step)
-
         # the step's graph: drafting and verifying in one run where it drafts (its time is the verify's)
         t_verify_start = time.perf_counter()
+        seconds["draft"] += t_verify_start - t_step
         if n_past + depth + 1 > ctx.n_ctx:
             return
         if depth > 0:
@@ -126,15 +125,15 @@ def decode(
             if i == len(drafts) or tok != drafts[i] or (tok in eog_ids and i + 1 < len(drafts)):
                 break
         accepted = len(emitted) - 1
-        timer.add("verify", t_verify_start)
+        t_rollback = time.perf_counter()
+        seconds["verify"] += t_rollback - t_verify_start
 
-        t0 = time.perf_counter()
         ctx.commit(accepted + 1)
         if accepted:
             mtp_rows.extend(zip(drafts[:accepted], h[:accepted]))
         pending_h = h[accepted]
-        timer.add("rollback", t0)
         t_step_end = time.perf_counter()
+        seconds["rollback"] += t_step_end - t_rollback
 
         n_past += accepted + 1
         last = emitted[-1]
@@ -142,10 +141,9 @@ def decode(
         step = StepRecord(drafts, accepted, emitted, t_verify_start - t_step, t_step_end - t_verify_start + learned,
                           catch_up_seconds, catch_up_rows)
         stats.steps.append(step)
-        t0 = time.perf_counter()
         policy.observe(step)
-        learned = time.perf_counter() - t0
-        timer.seconds["draft"] += learned  # learning is part of choosing the depth
+        learned = time.perf_counter() - t_step_end  # with the step's record
+        seconds["draft"] += learned  # learning is part of choosing the depth
         for tok in emitted:
             produced += 1
             stats.generated = produced
