@@ -39,6 +39,11 @@ NO_LAUNCH = ("input", "weight", "reshape", "absorbed", "side", "view")
 # The kernels only a fusing device brings (CUDA's own): what their names start with.
 FUSED_KERNELS = ("norm_fused_", "chain", "ssm_conv_silu_")
 MERGED_PRODUCTS = 4  # weight matrices a merged product launch takes at most (gpu.py's PRODUCTS)
+# A delta_net of at most this many tokens (decode and verify steps) reads q, k and v from the conv's
+# rows, l2-norms them and computes its gates itself; a prompt pass's scans them token after token, and
+# there that work, done a chunk at a time inside the scan, lengthened it (tinycoder's 512-token prefill
+# on the H100 fell from 261-269k to 159-165k tok/s after it came in): separate launches do it there.
+DELTA_NET_FUSED_ROWS = 16
 
 
 def fuse(graph: Graph, product_kind: Callable[[Node, Node], str | None] | None = None) -> list[Node]:
@@ -62,7 +67,7 @@ def fuse(graph: Graph, product_kind: Callable[[Node, Node], str | None] | None =
     if product_kind is not None:
         _merge_products(nodes, src, product_kind)
     for i, nd in enumerate(graph.nodes):
-        if nd.op == "delta_net":
+        if nd.op == "delta_net" and nd.shape[0] <= DELTA_NET_FUSED_ROWS:
             _delta_net_reads(nodes, i, src, only_reader)
     for i, nd in enumerate(graph.nodes):
         if nd.op in ("rms_norm", "l2_norm") and nodes[i].op == nd.op and nd.shape[-1] <= NORM_MAX:
@@ -73,7 +78,7 @@ def fuse(graph: Graph, product_kind: Callable[[Node, Node], str | None] | None =
         elif nodes[i].op == "slice" and math.prod(nodes[i].shape[:-1]) == 1 and i not in kept:
             nodes[i] = Node("view", nodes[i].inputs, nodes[i].shape, {"offset": nodes[i].attrs["start"]})
     for i, nd in enumerate(graph.nodes):
-        if nd.op == "delta_net":
+        if nd.op == "delta_net" and nd.shape[0] <= DELTA_NET_FUSED_ROWS:
             _delta_net_gates(nodes, i, only_reader)
     for i, nd in enumerate(nodes):
         if nd.op == "reshape" and nodes[nd.inputs[0]].op == "absorbed":  # read only by the absorber
