@@ -41,8 +41,9 @@ FUSED_KERNELS = ("norm_fused_", "chain", "ssm_conv_silu_")
 MERGED_PRODUCTS = 4  # weight matrices a merged product launch takes at most (gpu.py's PRODUCTS)
 # A delta_net of at most this many tokens (decode and verify steps) reads q, k and v from the conv's
 # rows, l2-norms them and computes its gates itself; a prompt pass's scans them token after token, and
-# there that work, done a chunk at a time inside the scan, lengthened it (tinycoder's 512-token prefill
-# on the H100 fell from 261-269k to 159-165k tok/s after it came in): separate launches do it there.
+# there that work, done a chunk at a time inside the scan, waits on its loads and reductions (tinycoder's
+# 512-token prefill on the H100: 261-269k tok/s before it came in, 159-165k after; not bisected):
+# separate launches, all tokens at once, do it there.
 DELTA_NET_FUSED_ROWS = 16
 
 
