@@ -12,7 +12,7 @@ import pytest
 import mtprun
 from fixtures import MODELS, model_file, needs_fixtures
 from mtprun.native.arena import plan_arena
-from mtprun.native.fusion import NO_LAUNCH, fuse
+from mtprun.native.fusion import DELTA_NET_FUSED_ROWS, NO_LAUNCH, fuse
 from mtprun.native.numpy_backend import NumpyBackend
 from mtprun.runner.graph import Graph, Node
 
@@ -131,6 +131,8 @@ def _graphs(graphs, n_embd: int) -> list[tuple[Graph, dict]]:
     for i in (1, 2):
         step_in[f"draft_pos{i}"], step_in[f"draft_slot{i}"] = np.array([4 + i], np.int32), np.array([3 + i], np.int32)
     out.append((graphs.draft_step(2, 3, False), step_in))
+    pos = np.arange(0, 24, dtype=np.int32)  # longer than a fused delta_net takes
+    out.append((graphs.prompt(24, True, False), {"tokens": ids(24), "pos": pos, "mtp_tokens": ids(24), "mtp_pos": pos + 1}))
     pos = np.arange(0, 6, dtype=np.int32)
     out.append((graphs.prompt(6, True, True), {"tokens": ids(6), "pos": pos, "mtp_tokens": ids(6), "mtp_pos": pos + 1}))
     keep = (np.arange(7) > 0).astype(np.float32)[:, None]  # a first chunk's MTP rows: position 0's zeros, then 6
@@ -161,8 +163,10 @@ def test_fused_nodes_compute_the_unfused_graph(name, merge):
         assert not {"add", "mul"} & {nd.op for nd in nodes}, graph.name  # binary ops run as chains
         # DeltaNet reads q, k and v from the conv's rows and l2-norms q and k itself
         # and computes its g and beta from the products' rows
-        assert all({"offsets", "gates"} <= nodes[i].attrs.keys() for i, nd in enumerate(graph.nodes) if nd.op == "delta_net"), graph.name
-        assert "l2_norm" not in {nd.op for nd in nodes} and all(nd.attrs.get("l2") is not True for nd in nodes), graph.name
+        # (up to DELTA_NET_FUSED_ROWS tokens: a prompt pass's scan takes them from separate launches)
+        short = all(nd.shape[0] <= DELTA_NET_FUSED_ROWS for nd in graph.nodes if nd.op == "delta_net")
+        assert all(({"offsets", "gates"} <= nodes[i].attrs.keys()) == short for i, nd in enumerate(graph.nodes) if nd.op == "delta_net"), graph.name
+        assert ("l2_norm" not in {nd.op for nd in nodes} and all(nd.attrs.get("l2") is not True for nd in nodes)) == short, graph.name
         merged = [j for nd in nodes for j in nd.attrs.get("with", ())]
         assert bool(merged) == (merge is not None), graph.name
         assert all(nodes[j].op == "side" for j in merged)
