@@ -159,8 +159,3 @@ class Context:
             hs.append(h)
         return logits, np.concatenate(hs, axis=0)
 
-
-def greedy_token(out: np.ndarray, row: int, ids: bool) -> int:
-    """The greedy token of row `row` of a `Context.trunk` / `Context.mtp` output: the id itself where it
-    holds ids, else the argmax of its logits (the first of equal ones, as the device's)."""
-    return int(out[row]) if ids else int(np.argmax(out[row]))
