@@ -79,14 +79,14 @@ class Context:
         self.backend.commit(self.recurrent_names, n_keep)
 
     def mtp(self, tokens: Sequence[int], h: np.ndarray, start: int, logit_rows: Sequence[int],
-            slot: int | None = None, ids: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
-        """Run the MTP head on (token, previous hidden) pairs at positions start.., their cache
+            slot: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """Run the MTP head alone on (token, previous hidden) pairs at positions start.., their cache
         entries at slots `slot`.. (default: the positions; fewer where earlier positions were skipped);
-        returns as `trunk`."""
+        returns (logits of logit_rows, h_nextn [n, d]). Decoding drafts with `draft_step`."""
         n = len(tokens)
-        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows), ids), lambda: self.model.graphs.mtp(n, logit_rows, ids)),
+        out = self.backend.run(self._graph(("mtp", n, tuple(logit_rows)), lambda: self.model.graphs.mtp(n, logit_rows)),
                                self._mtp_inputs(tokens, h, start, slot))
-        return out.get("ids" if ids else "logits"), out["h_nextn"]
+        return out.get("logits"), out["h_nextn"]
 
     def draft_step(self, tokens: Sequence[int], h: np.ndarray, start: int, slot: int, depth: int, ids: bool
                    ) -> tuple[list[int], np.ndarray, np.ndarray]:

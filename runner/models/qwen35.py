@@ -205,14 +205,14 @@ class Qwen35Graphs:
             x = x + self._ffn(g, h, p)
         return g.rms_norm(x, self._w(g, "output_norm.weight"), hp.rms_eps)
 
-    def mtp(self, n: int, logit_rows: Sequence[int], ids: bool = False) -> Graph:
-        """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions (outputs
-        as `trunk`)."""
+    def mtp(self, n: int, logit_rows: Sequence[int]) -> Graph:
+        """MTP step over n (token, previous trunk/MTP hidden state) pairs at consecutive positions: outputs
+        `h_nextn` [n, d] and `logits` for `logit_rows`."""
         g, pos, slot, x, p = self._mtp_input(f"mtp[{n}]", n)
         hn = self._mtp_block(g, x, pos, slot, p)
         g.output("h_nextn", hn)
         if logit_rows:
-            _output_logits(g, g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, MTP_PREFIX + "head")), ids)
+            g.output("logits", g.matmul(self._rows(g, hn, logit_rows, n), self._w(g, MTP_PREFIX + "head")))
         return g
 
     def draft_step(self, rows: int, depth: int, ids: bool) -> Graph:
