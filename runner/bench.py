@@ -26,7 +26,7 @@ from mtprun.runner.cli import add_activations_arg
 from mtprun.runner.bench_bandwidth import decode_bandwidth
 from mtprun.runner.errors import MtprunError
 from mtprun.runner.loader import load_model
-from mtprun.runner.speculative import warm_up_catch_up, warm_up_mtp
+from mtprun.runner.speculative import warm_up_catch_up, warm_up_draft_steps
 from mtprun.runner.stats import GenerationStats, StepRecord
 from mtprun.runner.tokenizer import Tokenizer
 
@@ -320,7 +320,7 @@ def _warm_up(model, ids: list[int], max_depth: int, auto: bool, n_gen: int) -> N
     for depth in range(max_depth + 1):
         model.generate(ids, n_predict=depth + 2, temp=0.0, spec_draft_n_max=depth)
     if model.has_mtp and (max_depth or auto):
-        warm_up_mtp(model._ctx, max(max_depth, DEFAULT_AUTO_MAX if auto else 0), model._ctx.greedy_ids)
+        warm_up_draft_steps(model._ctx, max(max_depth, DEFAULT_AUTO_MAX if auto else 0), model._ctx.greedy_ids)
     if auto:
         warm_up_catch_up(model._ctx, n_gen)
 

@@ -7,23 +7,12 @@ sequence are overwritten by the next write and never read before.
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Sequence
 
 import numpy as np
 
 from mtprun.runner.graph import Backend, Graph
 from mtprun.runner.loader import LoadedModel
-
-
-class StepTimer:
-    """Wall time accumulated per phase (prefill, draft, verify, rollback)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {"prefill": 0.0, "draft": 0.0, "verify": 0.0, "rollback": 0.0}
-
-    def add(self, phase: str, t0: float) -> None:
-        self.seconds[phase] += time.perf_counter() - t0
 
 
 class Context:
@@ -39,7 +28,6 @@ class Context:
         backend.load_weights(model.weights)
         backend.alloc_states(self._trunk_specs + self._mtp_specs)
         self._graphs: dict[tuple, Graph] = {}
-        self.timer = StepTimer()
 
     def reset(self) -> None:
         """A fresh context: every cache zeroed."""

@@ -10,7 +10,6 @@ import pytest
 
 import mtprun
 from fixtures import MODELS, backend_params, model_file, needs_fixtures, prompts
-from mtprun.native import create_backend
 from mtprun.runner.context import Context
 
 pytestmark = needs_fixtures
